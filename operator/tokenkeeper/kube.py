@@ -1,0 +1,171 @@
+"""The Kubernetes calls a reconcile pass makes, as plain dicts, from worker threads.
+
+kopf owns the watches; this module owns the reads and writes that a pass makes
+on its own: one named Secret or ConfigMap at a time, the managed Secret, the
+status subresource and Events. It uses the official client without model
+classes (raw JSON in and out), which keeps bodies in the same shape as kopf's
+and avoids the cost of the generated models.
+
+API errors become ``KubeError``; its text names the call and the HTTP status,
+never the response body, which for Secrets could hold data.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from tokenkeeper.status import rfc3339
+from tokenkeeper.target import GROUP, KIND, PLURAL, VERSION
+
+COMPONENT = "tokenkeeper"
+
+
+class KubeError(Exception):
+    """A Kubernetes API call failed; ``str()`` is safe to log."""
+
+    def __init__(self, call: str, status: int | None) -> None:
+        super().__init__(f"Kubernetes API call {call} failed with HTTP {status}")
+        self.status = status
+
+
+class Conflict(KubeError):
+    """The object changed or already exists (HTTP 409)."""
+
+
+class Kube:
+    """The calls reconcile needs, on one shared, thread-safe API client."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self._core = kubernetes.client.CoreV1Api(api_client)
+        self._custom = kubernetes.client.CustomObjectsApi(api_client)
+        self._instance = socket.gethostname()
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(
+            f"GET secret {namespace}/{name}",
+            self._core.read_namespaced_secret,
+            name,
+            namespace,
+        )
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(
+            f"GET configmap {namespace}/{name}",
+            self._core.read_namespaced_config_map,
+            name,
+            namespace,
+        )
+
+    def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return _call(
+            f"POST secret {namespace}/{body['metadata']['name']}",
+            self._core.create_namespaced_secret,
+            namespace,
+            body,
+        )
+
+    def replace_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        return _call(
+            f"PUT secret {namespace}/{name}",
+            self._core.replace_namespaced_secret,
+            name,
+            namespace,
+            body,
+        )
+
+    def patch_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        _call(
+            f"PATCH clientcredential {namespace}/{name} status",
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": status},
+        )
+
+    def post_event(
+        self,
+        involved: Mapping[str, Any],
+        type_: str,
+        reason: str,
+        message: str,
+    ) -> None:
+        """Record a core/v1 Event on a ClientCredential, as kubectl describe shows."""
+        meta = involved["metadata"]
+        now = datetime.now(UTC)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                "namespace": meta["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": f"{GROUP}/operator",
+            "reportingInstance": self._instance,
+            "firstTimestamp": rfc3339(now),
+            "lastTimestamp": rfc3339(now),
+            "count": 1,
+        }
+        _call(
+            f"POST event {meta['namespace']}/{meta['name']}",
+            self._core.create_namespaced_event,
+            meta["namespace"],
+            body,
+        )
+
+    def _get(self, call: str, method: Any, *args: Any) -> dict[str, Any] | None:
+        try:
+            return _call(call, method, *args)
+        except KubeError as e:
+            if e.status == 404:
+                return None
+            raise
+
+
+def _call(call: str, method: Any, *args: Any) -> dict[str, Any]:
+    try:
+        response = method(*args, _preload_content=False)
+    except ApiException as e:
+        error = Conflict if e.status == 409 else KubeError
+        raise error(call, e.status) from None
+    except OSError as e:
+        raise KubeError(call, None) from e
+    body: dict[str, Any] = json.loads(response.data)
+    return body
+
+
+def api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
+    """An API client from in-cluster config or a kubeconfig, pooled for worker threads."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(
+            config_file=kubeconfig, client_configuration=configuration
+        )
+    configuration.connection_pool_maxsize = 32
+    return kubernetes.client.ApiClient(configuration)
