@@ -158,10 +158,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import tokenkeeper.handlers  # noqa: F401 - registers the kopf handlers
 
-    if args.kubeconfig:
-        import os
-
-        os.environ["KUBECONFIG"] = args.kubeconfig
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,
@@ -170,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             standalone=args.peering is None,
             peering_name=args.peering,
             priority=args.priority,
-            memo=kopf.Memo(keeper=keeper),
+            memo=kopf.Memo(keeper=keeper, kubeconfig=args.kubeconfig),
         )
     )
     return 0

@@ -454,14 +454,14 @@ def _lifetime(
     if expires_in is None:
         exp = jwt_expiry(access_token)
         if exp is not None:
-            seconds = (exp - now).total_seconds()
-            if seconds <= 0:
+            until_exp = (exp - now).total_seconds()
+            if until_exp <= 0:
                 raise TokenError(
                     reasons.INVALID_TOKEN_RESPONSE,
                     "the response has no expires_in and the token's JWT exp "
                     "claim is already in the past",
                 )
-            lifetime, note = _clamped(seconds, settings)
+            lifetime, note = _clamped(until_exp, settings)
             return lifetime, note or "expires_in was missing; used the JWT exp claim"
         default = settings.default_lifetime
         return default, (
@@ -495,7 +495,9 @@ def _clamped(
 def _number(value: object) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float) or (isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value)):
+    if isinstance(value, int | float) or (
+        isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value)
+    ):
         number = float(value)
     else:
         return None

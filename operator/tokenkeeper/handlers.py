@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 
 from tokenkeeper.keeper import Keeper
+from tokenkeeper.kube import load_configuration
 from tokenkeeper.target import (
     GROUP,
     PLURAL,
@@ -40,6 +41,25 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """kopf connects exactly as the worker threads do: in-cluster, or --kubeconfig."""
+    configuration = load_configuration(memo.get("kubeconfig"))
+    header = configuration.get_api_key_with_prefix(
+        "BearerToken"
+    ) or configuration.get_api_key_with_prefix("authorization")
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or ("Bearer" if token else None),
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
 
 
 @kopf.on.cleanup()

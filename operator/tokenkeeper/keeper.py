@@ -103,7 +103,7 @@ class Keeper:
 
     def secret_changed(self, event_type: str | None, secret: Mapping[str, Any]) -> None:
         meta = secret.get("metadata") or {}
-        namespace, name = meta.get("namespace"), meta.get("name")
+        namespace, name = str(meta.get("namespace")), meta.get("name")
         role = (meta.get("labels") or {}).get(SECRET_ROLE_LABEL)
         if role == ROLE_ACCESS_TOKEN:
             owner = owner_name(secret)

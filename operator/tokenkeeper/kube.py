@@ -13,6 +13,7 @@ never the response body, which for Secrets could hold data.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import uuid
 from collections.abc import Mapping
@@ -29,10 +30,16 @@ COMPONENT = "tokenkeeper"
 
 
 class KubeError(Exception):
-    """A Kubernetes API call failed; ``str()`` is safe to log."""
+    """A Kubernetes API call failed; ``str()`` is safe to log.
 
-    def __init__(self, call: str, status: int | None) -> None:
-        super().__init__(f"Kubernetes API call {call} failed with HTTP {status}")
+    The API server's own explanation (a Status object's reason and message,
+    e.g. an RBAC denial naming the verb and resource) is kept; it describes
+    the request, not the contents of any Secret.
+    """
+
+    def __init__(self, call: str, status: int | None, explanation: str = "") -> None:
+        said = f": {explanation}" if explanation else ""
+        super().__init__(f"Kubernetes API call {call} failed with HTTP {status}{said}")
         self.status = status
 
 
@@ -151,21 +158,42 @@ def _call(call: str, method: Any, *args: Any) -> dict[str, Any]:
         response = method(*args, _preload_content=False)
     except ApiException as e:
         error = Conflict if e.status == 409 else KubeError
-        raise error(call, e.status) from None
+        raise error(call, e.status, _explanation(e.body)) from None
     except OSError as e:
         raise KubeError(call, None) from e
     body: dict[str, Any] = json.loads(response.data)
     return body
 
 
-def api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
-    """An API client from in-cluster config or a kubeconfig, pooled for worker threads."""
+def _explanation(body: object) -> str:
+    """Reason and message of a Status object, shortened; nothing if it is not one."""
+    try:
+        status = json.loads(body) if isinstance(body, str | bytes) else None
+    except ValueError:
+        return ""
+    if not isinstance(status, dict) or status.get("kind") != "Status":
+        return ""
+    text = f"{status.get('reason', '')} ({status.get('message', '')})"
+    return text[:300]
+
+
+def load_configuration(kubeconfig: str | None = None) -> kubernetes.client.Configuration:
+    """Client settings from in-cluster config, else the kubeconfig (or $KUBECONFIG)."""
     configuration = kubernetes.client.Configuration()
     try:
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(
-            config_file=kubeconfig, client_configuration=configuration
+        kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
         )
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig or os.environ.get("KUBECONFIG"),
+            client_configuration=configuration,
+        )
+    return configuration
+
+
+def api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
+    """An API client pooled for the worker threads."""
+    configuration = load_configuration(kubeconfig)
     configuration.connection_pool_maxsize = 32
     return kubernetes.client.ApiClient(configuration)

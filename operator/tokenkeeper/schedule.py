@@ -106,7 +106,7 @@ def retry_delay(
         return min(max(timedelta(seconds=retry_after), MIN_RETRY), MAX_RETRY_AFTER)
 
     first, cap = _BACKOFF[retry]
-    delay = min(first * 2 ** max(attempt - 1, 0), cap)
+    delay = min(first * float(2 ** max(attempt - 1, 0)), cap)
     delay *= 0.5 + 0.5 * rng.random()
     if remaining is not None and remaining > timedelta(0) and retry is not Retry.LOCAL:
         share = remaining / 3 if retry is Retry.TRANSIENT else remaining / 2

@@ -1,0 +1,377 @@
+"""The token-endpoint client against a real HTTP server on loopback, scripted to misbehave."""
+
+import base64
+import urllib.parse
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+
+from devenv import tokenserver as ts
+from tokenkeeper import USER_AGENT, reasons
+from tokenkeeper.endpoint import (
+    EndpointSettings,
+    Retry,
+    TokenError,
+    TokenRequest,
+    basic_authorization,
+    discover_token_url,
+    fetch_token,
+    jwt_expiry,
+)
+
+SECRET = "s3cr3t-canary-5f1d"
+SETTINGS = EndpointSettings(connect_timeout=2, read_timeout=1, total_timeout=5)
+
+
+@pytest.fixture(scope="module")
+def module_server() -> Iterator[ts.TokenServer]:
+    with ts.TokenServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server(module_server: ts.TokenServer) -> Iterator[ts.TokenServer]:
+    module_server.reset()
+    module_server.clear_requests()
+    module_server.add_client("app", SECRET, lifetime=300)
+    yield module_server
+
+
+@pytest.fixture
+def session() -> Iterator[requests.Session]:
+    with requests.Session() as s:
+        yield s
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def request_for(server: ts.TokenServer, **overrides: object) -> TokenRequest:
+    fields: dict[str, object] = {
+        "token_url": server.token_url,
+        "client_id": "app",
+        "client_secret": SECRET,
+    }
+    fields.update(overrides)
+    return TokenRequest(**fields)  # type: ignore[arg-type]
+
+
+def fail(
+    server: ts.TokenServer, session: requests.Session, **overrides: object
+) -> TokenError:
+    with pytest.raises(TokenError) as caught:
+        fetch_token(request_for(server, **overrides), session, SETTINGS, now())
+    assert SECRET not in str(caught.value)
+    assert SECRET not in repr(caught.value)
+    return caught.value
+
+
+def test_client_secret_post_sends_form_fields_and_gets_a_token(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    before = now()
+
+    token = fetch_token(request_for(server), session, SETTINGS, before)
+
+    sent = server.requests[-1]
+    assert sent.field("grant_type") == "client_credentials"
+    assert sent.field("client_id") == "app"
+    assert sent.field("client_secret") == SECRET
+    assert sent.header("Authorization") is None
+    assert sent.header("Accept") == "application/json"
+    assert sent.header("User-Agent") == USER_AGENT
+    assert token.token_type == "Bearer"
+    assert token.expires_at == before + timedelta(seconds=300)
+
+
+def test_client_secret_basic_sends_credentials_only_in_the_header(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    fetch_token(
+        request_for(server, auth_method="client_secret_basic"), session, SETTINGS, now()
+    )
+
+    sent = server.requests[-1]
+    assert sent.field("client_secret") is None
+    assert sent.field("client_id") is None
+    assert sent.header("Authorization") == basic_authorization("app", SECRET)
+
+
+@pytest.mark.parametrize("method", ["client_secret_post", "client_secret_basic"])
+@pytest.mark.parametrize(
+    "secret", ["a+b c/d?e=f&g%h:i@j", "pässwörd-ünïcødé-秘密", "colon:first:second"]
+)
+def test_secrets_with_reserved_and_non_ascii_characters_work(
+    server: ts.TokenServer, session: requests.Session, method: str, secret: str
+) -> None:
+    server.add_client("odd:client id", secret)
+
+    token = fetch_token(
+        request_for(
+            server, client_id="odd:client id", client_secret=secret, auth_method=method
+        ),
+        session,
+        SETTINGS,
+        now(),
+    )
+
+    assert token.access_token
+
+
+def test_basic_credentials_are_form_encoded_before_base64() -> None:
+    header = basic_authorization("id with space", "p@ss:wörd")
+
+    decoded = base64.b64decode(header.removeprefix("Basic ")).decode("ascii")
+    assert decoded == "id+with+space:p%40ss%3Aw%C3%B6rd"
+    user, _, password = decoded.partition(":")
+    assert urllib.parse.unquote_plus(password) == "p@ss:wörd"
+
+
+def test_scopes_audience_and_extra_params_are_sent(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    fetch_token(
+        request_for(
+            server,
+            scopes=("read", "write"),
+            audience="https://api.example",
+            extra_params={"resource": "billing"},
+        ),
+        session,
+        SETTINGS,
+        now(),
+    )
+
+    sent = server.requests[-1]
+    assert sent.field("scope") == "read write"
+    assert sent.field("audience") == "https://api.example"
+    assert sent.field("resource") == "billing"
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "reason"),
+    [
+        ("invalid_client", 401, reasons.INVALID_CLIENT),
+        ("invalid_client", 400, reasons.INVALID_CLIENT),
+        ("unauthorized_client", 400, reasons.UNAUTHORIZED_CLIENT),
+        ("unauthorized_client", 401, reasons.UNAUTHORIZED_CLIENT),
+        ("invalid_scope", 400, reasons.INVALID_SCOPE),
+        ("invalid_request", 400, reasons.INVALID_REQUEST),
+        ("invalid_grant", 400, reasons.INVALID_GRANT),
+        ("temporarily_weird", 400, reasons.TOKEN_ENDPOINT_ERROR),
+    ],
+)
+def test_oauth_errors_are_classified_by_the_error_field_not_the_status(
+    server: ts.TokenServer,
+    session: requests.Session,
+    error: str,
+    status: int,
+    reason: str,
+) -> None:
+    server.script(ts.oauth_error(error, "described", status=status))
+
+    e = fail(server, session)
+
+    assert e.reason == reason
+    assert e.retry is Retry.CREDENTIAL
+    assert error in e.message
+    assert "described" in e.message
+
+
+def test_a_server_echoing_the_client_secret_has_it_redacted(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    server.script(ts.oauth_error("invalid_client", f"bad secret {SECRET}"))
+
+    e = fail(server, session)
+
+    assert "[redacted]" in e.message
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (ts.server_error(500), reasons.SERVER_ERROR),
+        (ts.server_error(502), reasons.SERVER_ERROR),
+        (ts.oauth_error("invalid_client", status=200), reasons.INVALID_TOKEN_RESPONSE),
+        (ts.missing_access_token(), reasons.INVALID_TOKEN_RESPONSE),
+        (ts.html_page(), reasons.INVALID_TOKEN_RESPONSE),
+        (ts.text_body(), reasons.INVALID_TOKEN_RESPONSE),
+        (ts.token_response(expires_in=0), reasons.INVALID_TOKEN_RESPONSE),
+        (ts.token_response(expires_in=-5), reasons.INVALID_TOKEN_RESPONSE),
+        (ts.token_response(expires_in="soon"), reasons.INVALID_TOKEN_RESPONSE),
+        (ts.token_response(expires_in=True), reasons.INVALID_TOKEN_RESPONSE),
+        (ts.token_response(token_type=["Bearer"]), reasons.INVALID_TOKEN_RESPONSE),
+        (ts.huge_body(8 * 1024 * 1024), reasons.INVALID_TOKEN_RESPONSE),
+        (ts.disconnect(), reasons.CONNECTION_FAILED),
+        (ts.delayed(3), reasons.TIMEOUT),
+        (ts.html_page(status=404), reasons.TOKEN_ENDPOINT_ERROR),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_bad_answers_become_a_specific_reason_and_never_a_token(
+    server: ts.TokenServer, session: requests.Session, reply: ts.Reply, reason: str
+) -> None:
+    server.script(reply)
+
+    e = fail(server, session)
+
+    assert e.reason == reason
+    assert e.message
+
+
+def test_json_with_a_charset_in_the_content_type_is_accepted(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    server.script(ts.token_response(content_type="application/json; charset=utf-8"))
+
+    token = fetch_token(request_for(server), session, SETTINGS, now())
+
+    assert token.access_token
+
+
+def test_expires_in_as_a_numeric_string_is_accepted(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    before = now()
+    server.script(ts.token_response(expires_in="120"))
+
+    token = fetch_token(request_for(server), session, SETTINGS, before)
+
+    assert token.expires_at == before + timedelta(seconds=120)
+    assert token.lifetime_note is None
+
+
+def test_absurd_lifetime_is_clamped_with_a_note(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    before = now()
+    server.script(ts.token_response(expires_in=10**12))
+
+    token = fetch_token(request_for(server), session, SETTINGS, before)
+
+    assert token.expires_at == before + SETTINGS.max_lifetime
+    assert token.lifetime_note is not None
+    assert "limit" in token.lifetime_note
+
+
+def test_missing_expires_in_falls_back_to_the_jwt_exp_claim(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    server.script(ts.token_response(expires_in=ts.OMIT, exp_in=90))
+
+    token = fetch_token(request_for(server), session, SETTINGS, now())
+
+    assert jwt_expiry(token.access_token) is not None
+    assert abs((token.expires_at - now()).total_seconds() - 90) < 3
+    assert token.lifetime_note is not None
+    assert "JWT exp" in token.lifetime_note
+
+
+def test_missing_expires_in_on_an_opaque_token_uses_the_default_lifetime(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    before = now()
+    server.script(ts.token_response(expires_in=ts.OMIT, opaque=True))
+
+    token = fetch_token(request_for(server), session, SETTINGS, before)
+
+    assert token.expires_at == before + SETTINGS.default_lifetime
+    assert token.lifetime_note is not None
+    assert "default lifetime" in token.lifetime_note
+
+
+def test_retry_after_in_seconds_is_reported(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    server.script(ts.throttled(7))
+
+    e = fail(server, session)
+
+    assert e.reason == reasons.RATE_LIMITED
+    assert e.retry_after == 7
+
+
+def test_retry_after_as_an_http_date_on_503_is_reported(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    server.script(ts.throttled(now() + timedelta(seconds=40), status=503))
+
+    e = fail(server, session)
+
+    assert e.reason == reasons.RATE_LIMITED
+    assert e.retry_after is not None
+    assert 35 <= e.retry_after <= 41
+
+
+def test_a_503_without_retry_after_is_a_server_error(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    server.script(ts.server_error(503))
+
+    assert fail(server, session).reason == reasons.SERVER_ERROR
+
+
+def test_redirects_are_never_followed_and_the_secret_stays_home(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    with ts.TokenServer() as elsewhere:
+        server.script(ts.redirect(elsewhere.token_url, status=307))
+
+        e = fail(server, session)
+
+        assert e.reason == reasons.UNEXPECTED_REDIRECT
+        assert elsewhere.count() == 0
+        assert urllib.parse.urlsplit(elsewhere.url).netloc in e.message
+
+
+def test_connection_refused_is_a_connection_failure(session: requests.Session) -> None:
+    with ts.TokenServer() as gone:
+        url = gone.token_url
+    request = TokenRequest(token_url=url, client_id="app", client_secret=SECRET)
+
+    with pytest.raises(TokenError) as caught:
+        fetch_token(request, session, SETTINGS, now())
+
+    assert caught.value.reason == reasons.CONNECTION_FAILED
+    assert caught.value.retry is Retry.TRANSIENT
+
+
+def test_tls_is_verified_with_the_given_ca_and_refused_without_it(
+    session: requests.Session,
+) -> None:
+    with ts.TokenServer(tls=True) as tls_server:
+        tls_server.add_client("app", SECRET)
+
+        with pytest.raises(TokenError) as caught:
+            fetch_token(request_for(tls_server), session, SETTINGS, now())
+        token = fetch_token(
+            request_for(tls_server, verify=str(tls_server.ca_file)),
+            session,
+            SETTINGS,
+            now(),
+        )
+
+    assert caught.value.reason == reasons.TLS_ERROR
+    assert "caBundleRef" in caught.value.message
+    assert token.access_token
+
+
+def test_discovery_finds_the_token_endpoint(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    assert discover_token_url(server.url, session, SETTINGS) == server.token_url
+
+
+def test_broken_discovery_says_so(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    server.set_discovery(ts.html_page(status=404))
+
+    with pytest.raises(TokenError) as caught:
+        discover_token_url(server.url, session, SETTINGS)
+
+    assert caught.value.reason == reasons.DISCOVERY_FAILED
