@@ -106,7 +106,8 @@ def run(use_keycloak: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="tokenkeeper-demo-") as scratch:
         work = Path(scratch)
         banner(
-            "Starting a local control plane (etcd, kube-apiserver, kube-controller-manager)"
+            "Starting a local control plane: etcd, kube-apiserver, "
+            "kube-controller-manager"
         )
         with ControlPlane() as plane, token_endpoint(use_keycloak) as endpoint:
             url_field, url, client_id, client_secret = endpoint

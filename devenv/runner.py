@@ -1,4 +1,4 @@
-"""Runs the operator as a real process, the way its Deployment does, for tests and the demo.
+"""Runs the operator as a real process, as its Deployment does, for tests and the demo.
 
 The operator is started with ``python -m tokenkeeper run`` and a kubeconfig of
 our choosing (in tests: one that acts as the operator's own ServiceAccount),
@@ -89,7 +89,7 @@ class OperatorProcess:
     def healthy(self) -> bool:
         try:
             url = f"http://127.0.0.1:{self.port}/healthz"
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=1) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False

@@ -45,7 +45,7 @@ def _seconds(text: str) -> float:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="tokenkeeper",
-        description="Keep OAuth 2.0 client-credentials tokens fresh in Kubernetes Secrets.",
+        description="Keep OAuth 2.0 client-credentials tokens fresh in Secrets.",
     )
     top.add_argument(
         "--version", action="version", version=f"tokenkeeper {__version__}"

@@ -224,7 +224,7 @@ def discover_token_url(
 
 
 def basic_authorization(client_id: str, client_secret: str) -> str:
-    """HTTP Basic credentials as RFC 6749 section 2.3.1 wants them: form-encoded first."""
+    """HTTP Basic credentials as RFC 6749 section 2.3.1 wants: form-encoded first."""
     pair = f"{_form_encode(client_id)}:{_form_encode(client_secret)}"
     return "Basic " + base64.b64encode(pair.encode("ascii")).decode("ascii")
 

@@ -50,7 +50,7 @@ def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
     header = configuration.get_api_key_with_prefix(
         "BearerToken"
     ) or configuration.get_api_key_with_prefix("authorization")
-    scheme, _, token = (header or "").rpartition(" ")
+    scheme, _space, token = (header or "").rpartition(" ")
     return kopf.ConnectionInfo(
         server=configuration.host,
         ca_path=configuration.ssl_ca_cert,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping
@@ -159,10 +160,8 @@ class Keeper:
 
             delay = (next_at - self._clock()).total_seconds()
             if delay > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(entry.kicked.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
 
     def _after_error(self, key: Key, entry: _Entry, message: str | None) -> datetime:
         delay = ERROR_BACKOFF[min(entry.errors, len(ERROR_BACKOFF) - 1)]

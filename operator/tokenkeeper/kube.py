@@ -177,7 +177,9 @@ def _explanation(body: object) -> str:
     return text[:300]
 
 
-def load_configuration(kubeconfig: str | None = None) -> kubernetes.client.Configuration:
+def load_configuration(
+    kubeconfig: str | None = None,
+) -> kubernetes.client.Configuration:
     """Client settings from in-cluster config, else the kubeconfig (or $KUBECONFIG)."""
     configuration = kubernetes.client.Configuration()
     try:

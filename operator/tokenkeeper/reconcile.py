@@ -347,7 +347,8 @@ class Reconciler:
 
     def _plan(self, run: _Pass) -> Plan:
         current, spec, memory = run.current, run.spec, run.memory
-        assert current is not None and spec is not None
+        assert current is not None
+        assert spec is not None
         key = (current.issued_at, current.expires_at, spec.refresh)
         if memory.plan is None or memory.plan_key != key:
             memory.plan = plan_refresh(
@@ -395,7 +396,8 @@ class Reconciler:
             self._sessions.session = session
         return session
 
-    # Outcomes: each writes the Secret if needed, then the status, and says when to wake.
+    # Outcomes: each writes the Secret if needed, then the status; each says when
+    # to wake next.
 
     def _issued(self, run: _Pass, token: Token, request_hash: str) -> datetime:
         memory = run.memory
@@ -440,7 +442,8 @@ class Reconciler:
                 f"attempt(s); Secret {run.secret_name} holds a new token.",
             )
         logger.info(
-            "[%s/%s] Refreshed the token in Secret %s; it expires at %s, next refresh at %s.",
+            "[%s/%s] Refreshed the token in Secret %s; it expires at %s, "
+            "next refresh at %s.",
             *_ref(run),
             run.secret_name,
             rfc3339(stored.expires_at),
@@ -467,7 +470,7 @@ class Reconciler:
         return plan.refresh_at
 
     def _spread(self, run: _Pass) -> datetime:
-        """An overdue refresh found at start-up waits a random moment, so they don't all fire."""
+        """An overdue refresh found at start-up waits a random moment (spread out)."""
         assert run.valid is not None
         remaining = run.valid.expires_at - run.now
         window = min(STARTUP_SPREAD, remaining / 4)
@@ -476,7 +479,7 @@ class Reconciler:
         return run.now + window * self._rng.random()
 
     def _wait(self, run: _Pass) -> datetime:
-        """Backing off after a failure: keep the Secret as it is until the retry is due."""
+        """Backing off after a failure: keep the Secret as it is until the retry."""
         assert run.memory.retry_at is not None
         if run.valid is not None:
             self._restore(run)
@@ -516,7 +519,8 @@ class Reconciler:
         ):
             self._event(run, "Warning", failure.reason, _sentence(failure.message))
         logger.warning(
-            "[%s/%s] Could not refresh the token (%s): %s. Attempt %d; retrying in %.0f s%s.",
+            "[%s/%s] Could not refresh the token (%s): %s. Attempt %d; "
+            "retrying in %.0f s%s.",
             *_ref(run),
             failure.reason,
             failure.message,
@@ -540,7 +544,7 @@ class Reconciler:
         return self._failed(run, failure, request_hash=None)
 
     def _wake(self, run: _Pass, at: datetime) -> datetime:
-        """``at``, or the current token's expiry if that comes first (Ready flips then)."""
+        """``at``, or the current token's expiry if sooner (Ready flips then)."""
         if run.valid is not None and run.valid.expires_at < at:
             return run.valid.expires_at
         return at
@@ -548,7 +552,7 @@ class Reconciler:
     # Writing.
 
     def _restore(self, run: _Pass) -> bool:
-        """Make the Secret hold the current token again; True if it had to be written."""
+        """Make the Secret hold the current token again; True if it was written."""
         assert run.current is not None
         spec_template = (run.body.get("spec") or {}).get("secretTemplate") or {}
         desired = desired_secret(run.owner, run.secret_name, run.current, spec_template)
@@ -577,7 +581,7 @@ class Reconciler:
         self._put(run, desired)
 
     def _put(self, run: _Pass, desired: dict[str, Any]) -> None:
-        """Create or replace the Secret, with optimistic concurrency, retrying once on 409."""
+        """Create or replace the Secret (optimistic concurrency); retry once on 409."""
         namespace = run.owner.namespace
         for _attempt in range(2):
             try:

@@ -37,7 +37,7 @@ MAX_RETRY_AFTER = timedelta(hours=1)
 
 @dataclasses.dataclass(frozen=True)
 class RefreshPolicy:
-    """spec.refreshBeforeSeconds or spec.refreshBeforePercentage; both unset is default."""
+    """spec.refreshBeforeSeconds or spec.refreshBeforePercentage; or the default."""
 
     before_seconds: int | None = None
     before_percentage: int | None = None

@@ -1,4 +1,4 @@
-"""Reading a ClientCredential's spec into a typed value, with the checks a schema can't make.
+"""A ClientCredential's spec as a typed value, with the checks a schema can't make.
 
 The CRD's structural schema and CEL rules reject most bad input at
 ``kubectl apply``. This module repeats the checks that matter for safety

@@ -37,7 +37,7 @@ def set_condition(
     generation: int | None,
     now: datetime,
 ) -> list[dict[str, Any]]:
-    """A copy of ``conditions`` with ``type_`` set; the transition time moves only on change."""
+    """``conditions`` with ``type_`` set; lastTransitionTime moves only on change."""
     wanted = "True" if status else "False"
     previous = next((c for c in conditions if c.get("type") == type_), None)
     if previous is not None and previous.get("status") == wanted:

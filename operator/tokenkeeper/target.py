@@ -1,4 +1,4 @@
-"""The managed Secret: what tokenkeeper writes, how it proves ownership, what it reads back.
+"""The managed Secret: what tokenkeeper writes, how ownership is proved, what is read.
 
 A managed Secret is type Opaque, has a controller ownerReference to its
 ClientCredential (so garbage collection removes it with its owner, and no
@@ -28,7 +28,7 @@ PLURAL = "clientcredentials"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "tokenkeeper"
 SECRET_ROLE_LABEL = f"{GROUP}/secret"
-"""One label key for every Secret the operator watches, so one server-side selector serves."""
+"""One label key on every Secret the operator watches: one server-side selector."""
 ROLE_ACCESS_TOKEN = "access-token"
 ROLE_CLIENT_SECRET = "client-secret"
 CREDENTIAL_LABEL = f"{GROUP}/client-credential"
@@ -162,7 +162,7 @@ def needs_write(actual: Mapping[str, Any] | None, desired: Mapping[str, Any]) ->
 def merged_for_update(
     actual: Mapping[str, Any], desired: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """``desired`` on top of ``actual``: foreign labels, annotations and refs survive."""
+    """``desired`` on top of ``actual``: others' labels, annotations and refs stay."""
     meta = actual.get("metadata", {})
     want = desired["metadata"]
     refs = [

@@ -1,4 +1,4 @@
-"""The token-endpoint client against a real HTTP server on loopback, scripted to misbehave."""
+"""The token-endpoint client against a real loopback server scripted to misbehave."""
 
 import base64
 import urllib.parse
@@ -7,8 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
-
-from devenv import tokenserver as ts
 from tokenkeeper import USER_AGENT, reasons
 from tokenkeeper.endpoint import (
     EndpointSettings,
@@ -21,6 +19,8 @@ from tokenkeeper.endpoint import (
     jwt_expiry,
 )
 
+from devenv import tokenserver as ts
+
 SECRET = "s3cr3t-canary-5f1d"
 SETTINGS = EndpointSettings(connect_timeout=2, read_timeout=1, total_timeout=5)
 
@@ -32,11 +32,11 @@ def module_server() -> Iterator[ts.TokenServer]:
 
 
 @pytest.fixture
-def server(module_server: ts.TokenServer) -> Iterator[ts.TokenServer]:
+def server(module_server: ts.TokenServer) -> ts.TokenServer:
     module_server.reset()
     module_server.clear_requests()
     module_server.add_client("app", SECRET, lifetime=300)
-    yield module_server
+    return module_server
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_basic_credentials_are_form_encoded_before_base64() -> None:
 
     decoded = base64.b64decode(header.removeprefix("Basic ")).decode("ascii")
     assert decoded == "id+with+space:p%40ss%3Aw%C3%B6rd"
-    user, _, password = decoded.partition(":")
+    _, _, password = decoded.partition(":")
     assert urllib.parse.unquote_plus(password) == "p@ss:wörd"
 
 

@@ -200,7 +200,9 @@ def operator(
         yield process
     text = process.logs()
     assert CLIENT_SECRET not in text
-    assert "is forbidden: User" not in text, f"the operator hit an RBAC denial; read {log}"
+    assert "is forbidden: User" not in text, (
+        f"the operator hit an RBAC denial; read {log}"
+    )
 
 
 @pytest.fixture

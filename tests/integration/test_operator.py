@@ -1,4 +1,4 @@
-"""The main job, end to end: a ClientCredential on a real API server yields a fresh token.
+"""The main job end to end: a ClientCredential on a real API server yields a token.
 
 A real kube-apiserver (with the garbage collector running), the shipped CRD
 and RBAC, the operator as its own ServiceAccount, and a real token endpoint
@@ -8,11 +8,13 @@ on loopback. Token lifetimes are a few seconds so refreshes happen in-test.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from tokenkeeper.status import parse_rfc3339
 
 from devenv.runner import OperatorProcess
 from devenv.tokenserver import TokenServer, server_error
@@ -24,7 +26,6 @@ from tests.integration.conftest import (
     basic_spec,
     wait_for,
 )
-from tokenkeeper.status import parse_rfc3339
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -117,7 +118,8 @@ def test_status_tells_the_truth_and_carries_no_framework_bookkeeping(
     assert status["failedAttempts"] == 0
     expires_at = parse_rfc3339(status["expiresAt"])
     refresh_at = parse_rfc3339(status["refreshAt"])
-    assert expires_at is not None and refresh_at is not None
+    assert expires_at is not None
+    assert refresh_at is not None
     assert refresh_at < expires_at
     # 300 s tokens: refresh 120 s before expiry (minus at most 5 s of jitter).
     assert timedelta(seconds=119) <= expires_at - refresh_at <= timedelta(seconds=126)
@@ -146,7 +148,8 @@ def test_kubectl_get_shows_ready_secret_and_expiry_and_wide_adds_refresh_columns
     assert narrow[0].split() == ["NAME", "READY", "SECRET", "EXPIRES", "AGE"]
     row = narrow[1].split()
     assert row[:3] == ["billing", "True", "billing"]
-    assert row[3].endswith("Z") and "invalid" not in row[3]
+    assert row[3].endswith("Z")
+    assert "invalid" not in row[3]
     header = wide.splitlines()[0].split()
     assert header[-4:] == ["REFRESHED", "REASON", "NEXT", "REFRESH"]
     assert "TokenIssued" in wide
@@ -177,7 +180,7 @@ def test_tokens_are_refreshed_before_they_expire(
 
     assert len(seen) >= 3, f"only {len(seen)} tokens in 9 s of 4 s tokens"
     # Every replacement came before the previous token expired.
-    for (_, _, old_expiry), (_, replaced_at, _) in zip(seen, seen[1:], strict=False):
+    for (_, _, old_expiry), (_, replaced_at, _) in itertools.pairwise(seen):
         assert replaced_at < old_expiry
     # One token request per refresh, not more.
     assert token_server.count("/token") <= len(seen) + 1
@@ -336,7 +339,8 @@ def test_a_foreign_secret_with_the_target_name_is_left_untouched(
     assert condition["status"] == "False"
     assert "taken" in condition["message"]
     after = cluster.secret(namespace, "taken")
-    assert after is not None and before is not None
+    assert after is not None
+    assert before is not None
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert token_server.count("/token") == 0
 

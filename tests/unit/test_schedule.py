@@ -1,10 +1,9 @@
-"""Refresh timing and retry arithmetic, with fixed instants and a seeded random source."""
+"""Refresh timing and retry arithmetic, with fixed instants and fixed randomness."""
 
 import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from tokenkeeper.endpoint import Retry
 from tokenkeeper.schedule import (
     DELIVERY_LEAD,
@@ -47,7 +46,7 @@ def test_default_lead_is_a_third_but_at_least_delivery_and_never_before_half_lif
 
 
 def test_default_delivery_lead_is_two_minutes() -> None:
-    assert DELIVERY_LEAD == timedelta(seconds=120)
+    assert timedelta(seconds=120) == DELIVERY_LEAD
 
 
 def test_refresh_before_seconds_is_used_as_given() -> None:
