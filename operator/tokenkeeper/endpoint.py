@@ -32,6 +32,7 @@ from tokenkeeper import USER_AGENT, reasons
 _B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 """RFC 6750 section 2.1: what a bearer token may contain, so it fits a header."""
 
+_WRONG_SECRET = re.compile(r"invalid client credentials", re.IGNORECASE)
 _MAX_TOKEN_CHARS = 64 * 1024
 _MAX_QUOTED_CHARS = 200
 
@@ -357,14 +358,16 @@ def _raise_for_status(
             f"the token endpoint answered HTTP {status} (too many requests){hint}",
             retry_after=retry_after,
         )
-    if isinstance(document, dict) and isinstance(document.get("error"), str):
-        raise _oauth_error(status, document, secrets)
+    # A 5xx is the server's trouble even when it carries an OAuth error object
+    # (Keycloak's unknown_error, a server_error): retry it quickly.
     if status >= 500:
         raise TokenError(
             reasons.SERVER_ERROR,
             f"the token endpoint answered HTTP {status} "
             f"({_describe_type(content_type)})",
         )
+    if isinstance(document, dict) and isinstance(document.get("error"), str):
+        raise _oauth_error(status, document, secrets)
     raise TokenError(
         reasons.TOKEN_ENDPOINT_ERROR,
         f"the token endpoint answered HTTP {status} ({_describe_type(content_type)}) "
@@ -377,14 +380,18 @@ def _oauth_error(
     status: int, document: Mapping[str, object], secrets: Iterable[str]
 ) -> TokenError:
     code = _quote(str(document["error"]), secrets)
+    description = document.get("error_description")
+    description = _quote(description, secrets) if isinstance(description, str) else ""
+    kind = code
+    if code == "unauthorized_client" and _WRONG_SECRET.search(description):
+        # Keycloak answers a known client's wrong secret with unauthorized_client
+        # (RFC 6749 says invalid_client); its description tells the two apart.
+        kind = "invalid_client"
     reason, advice = _OAUTH_ERRORS.get(
-        code,
+        kind,
         (reasons.TOKEN_ENDPOINT_ERROR, "see the authorization server's documentation"),
     )
-    said = f"{code}"
-    description = document.get("error_description")
-    if isinstance(description, str) and description:
-        said += f": {_quote(description, secrets)}"
+    said = f"{code}: {description}" if description else code
     return TokenError(
         reason,
         f"the token endpoint refused the request (HTTP {status}, {said}); {advice}",
@@ -455,11 +462,11 @@ def _lifetime(
         exp = jwt_expiry(access_token)
         if exp is not None:
             until_exp = (exp - now).total_seconds()
-            if until_exp <= 0:
+            if until_exp < 1:
                 raise TokenError(
                     reasons.INVALID_TOKEN_RESPONSE,
                     "the response has no expires_in and the token's JWT exp "
-                    "claim is already in the past",
+                    "claim is already in the past (or less than a second away)",
                 )
             lifetime, note = _clamped(until_exp, settings)
             return lifetime, note or "expires_in was missing; used the JWT exp claim"
@@ -472,7 +479,9 @@ def _lifetime(
     seconds = _number(expires_in)
     if seconds is None:
         raise TokenError(reasons.INVALID_TOKEN_RESPONSE, "expires_in is not a number")
-    if seconds <= 0:
+    # Under a second, the whole-second lifetime would be 0: an expired token
+    # stored, and refreshed again at once, in a loop.
+    if seconds < 1:
         raise TokenError(
             reasons.INVALID_TOKEN_RESPONSE,
             f"expires_in is {seconds:g}: the token would already be expired",

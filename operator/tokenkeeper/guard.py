@@ -106,4 +106,9 @@ class OutboundGuard:
 
 
 def _matches(host: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in patterns)
+    # "[::1]" is how people write an IPv6 host, and to fnmatch a character class.
+    return any(
+        fnmatch.fnmatchcase(host, pattern.lower())
+        or host == pattern.lower().strip("[]")
+        for pattern in patterns
+    )

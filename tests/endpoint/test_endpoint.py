@@ -181,6 +181,24 @@ def test_oauth_errors_are_classified_by_the_error_field_not_the_status(
     assert "described" in e.message
 
 
+@pytest.mark.parametrize(
+    ("description", "reason"),
+    [
+        ("Invalid client or Invalid client credentials", reasons.INVALID_CLIENT),
+        ("Client not enabled to retrieve service account", reasons.UNAUTHORIZED_CLIENT),
+    ],
+)
+def test_keycloaks_unauthorized_client_for_a_wrong_secret_is_an_invalid_client(
+    server: ts.TokenServer, session: requests.Session, description: str, reason: str
+) -> None:
+    server.script(ts.oauth_error("unauthorized_client", description, status=401))
+
+    e = fail(server, session)
+
+    assert e.reason == reason
+    assert description in e.message
+
+
 def test_a_server_echoing_the_client_secret_has_it_redacted(
     server: ts.TokenServer, session: requests.Session
 ) -> None:
