@@ -14,6 +14,6 @@ RUN pip install --no-cache-dir --no-index /wheels/*.whl \
     && rm -rf /wheels
 # A numeric user, so runAsNonRoot can verify it without an /etc/passwd entry.
 USER 65532:65532
-EXPOSE 8080
+EXPOSE 8080 8081
 ENTRYPOINT ["tokenkeeper"]
 CMD ["run", "--log-format=json", "--liveness=http://0.0.0.0:8080/healthz"]

@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-keycloak test check unit controlplane keycloak venv clean
+.PHONY: demo demo-keycloak test check unit bench bench-smoke controlplane keycloak venv clean install.yaml
 
 demo: $(STAMP) controlplane
 	$(PY) -m devenv.demo
@@ -25,10 +25,25 @@ test: $(STAMP) controlplane keycloak check
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit tests/endpoint $(PYTEST_ARGS)
 
+# The operator under load on the local control plane; prints a table and the
+# path of the JSON it writes (benchmarks/RESULTS.md says what it measures).
+# About 15 minutes; bench-smoke runs every phase with a handful of objects.
+bench: $(STAMP) controlplane
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+bench-smoke: $(STAMP) controlplane
+	$(PY) -m benchmarks.run --smoke $(BENCH_ARGS)
+
 check: $(STAMP)
-	$(VENV)/bin/ruff format --check operator devenv tests
-	$(VENV)/bin/ruff check operator devenv tests
+	$(VENV)/bin/ruff format --check operator devenv tests benchmarks
+	$(VENV)/bin/ruff check operator devenv tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint Dockerfile
+
+# manifests/install.yaml: the kustomization in one file, for `kubectl apply -f`.
+# A test fails when it is out of date.
+install.yaml: $(STAMP) controlplane
+	$(PY) -m devenv.installyaml
 
 controlplane:
 	hack/build-controlplane.sh

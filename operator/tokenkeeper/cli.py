@@ -2,8 +2,9 @@
 
 ``tokenkeeper run`` builds the reconciler and keeper from its flags and hands
 them to kopf through ``memo``; kopf does the watching, logging setup, the
-liveness endpoint and, when asked, peering. Errors in the flags end the
-program with a one-line message before anything connects to a cluster.
+liveness endpoint and, when asked, peering. Metrics are served from this
+process. Errors in the flags end the program with a one-line message before
+anything connects to a cluster.
 """
 
 from __future__ import annotations
@@ -11,17 +12,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import random
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import kopf
 
 from tokenkeeper import __version__
 from tokenkeeper.endpoint import EndpointSettings
 from tokenkeeper.guard import OutboundGuard
+from tokenkeeper.health import EchoedKube, WatchEcho
 from tokenkeeper.keeper import Keeper
-from tokenkeeper.kube import Kube, api_client
+from tokenkeeper.kube import api_client
+from tokenkeeper.metrics import Metrics
+from tokenkeeper.peering import DEFAULT_LIFETIME, Gate, own_identity, seniority
 from tokenkeeper.reconcile import Reconciler
 
 _LOG_FORMATS = {
@@ -39,6 +46,13 @@ def _seconds(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError("must be a port number from 1 to 65535")
     return value
 
 
@@ -60,8 +74,8 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NS",
-        help="serve only this namespace (repeat for more; patterns as kopf "
-        "accepts them); all namespaces when not given",
+        help="serve only this namespace (repeat for more; exact names, not "
+        "patterns); all namespaces when not given",
     )
     where.add_argument(
         "--kubeconfig", help="kubeconfig file (default: in-cluster, then KUBECONFIG)"
@@ -74,6 +88,28 @@ def parser() -> argparse.ArgumentParser:
         "--liveness",
         metavar="URL",
         help="serve the liveness probe here, e.g. http://0.0.0.0:8080/healthz",
+    )
+    out.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics at /metrics on this port (default: off)",
+    )
+    out.add_argument(
+        "--stall-timeout",
+        type=_seconds,
+        default=180.0,
+        metavar="SECONDS",
+        help="the liveness probe fails when a due pass has not finished for this "
+        "long (default: 180)",
+    )
+    out.add_argument(
+        "--shutdown-timeout",
+        type=_seconds,
+        default=20.0,
+        metavar="SECONDS",
+        help="on SIGTERM, wait this long for running passes to finish their "
+        "writes; keep it below terminationGracePeriodSeconds (default: 20)",
     )
 
     guard = run.add_argument_group("outbound guard")
@@ -123,8 +159,16 @@ def parser() -> argparse.ArgumentParser:
     ha.add_argument(
         "--priority",
         type=int,
-        default=0,
-        help="peering priority; give each replica a different one",
+        help="peering priority (default: seniority, the oldest replica ranks "
+        "highest); replicas of equal priority all stand by",
+    )
+    ha.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=DEFAULT_LIFETIME,
+        metavar="SECONDS",
+        help="how long a replica's keep-alive counts: the longest failover after "
+        f"a crash (default: {DEFAULT_LIFETIME})",
     )
     return top
 
@@ -134,14 +178,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers < 1:
         print("tokenkeeper: --workers must be at least 1", file=sys.stderr)
         return 2
+    if args.peering and args.namespace:
+        print(
+            "tokenkeeper: --peering works only cluster-wide, without --namespace",
+            file=sys.stderr,
+        )
+        return 2
+    if args.peering_lifetime < 2:
+        print("tokenkeeper: --peering-lifetime must be at least 2", file=sys.stderr)
+        return 2
     kopf.configure(verbose=args.verbose, log_format=_LOG_FORMATS[args.log_format])
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    if not args.verbose:
+        # kopf logs each watch event it hands us ("Handler ... succeeded"): two
+        # lines per refresh that say nothing, and a tenth of our CPU under load.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
     def clock() -> datetime:
         return datetime.now(UTC)
 
+    echo = WatchEcho()
+    kube = EchoedKube(api_client(args.kubeconfig), echo)
+    metrics = Metrics() if args.metrics_port else None
     reconciler = Reconciler(
-        Kube(api_client(args.kubeconfig)),
+        kube,
         endpoint=EndpointSettings(
             connect_timeout=args.connect_timeout,
             read_timeout=args.read_timeout,
@@ -153,8 +213,43 @@ def main(argv: Sequence[str] | None = None) -> int:
             allow_link_local=args.allow_link_local,
         ),
         clock=clock,
+        observer=metrics,
     )
-    keeper = Keeper(reconciler, workers=args.workers, clock=clock)
+    keeper = Keeper(
+        reconciler,
+        workers=args.workers,
+        clock=clock,
+        observer=metrics,
+        active=args.peering is None,
+        shutdown_timeout=args.shutdown_timeout,
+    )
+    identity = own_identity()
+    priority = args.priority
+    if priority is None:
+        priority = seniority(clock(), random.Random())  # noqa: S311 - not secret
+    gate = (
+        Gate(
+            kube,
+            name=args.peering,
+            identity=identity,
+            priority=priority,
+            lifetime=args.peering_lifetime,
+            clock=clock,
+        )
+        if args.peering
+        else None
+    )
+    if metrics is not None:
+        metrics.watch(objects=keeper.managed, active=lambda: float(keeper.active))
+        try:
+            metrics.serve(args.metrics_port)
+        except OSError as e:
+            print(
+                f"tokenkeeper: cannot serve metrics on port {args.metrics_port}: "
+                f"{e.strerror}",
+                file=sys.stderr,
+            )
+            return 2
 
     import tokenkeeper.handlers  # noqa: F401 - registers the kopf handlers
 
@@ -165,10 +260,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             liveness_endpoint=args.liveness,
             standalone=args.peering is None,
             peering_name=args.peering,
-            priority=args.priority,
-            memo=kopf.Memo(keeper=keeper, kubeconfig=args.kubeconfig),
+            priority=priority,
+            # kopf types it as a NewType of str that it does not export.
+            identity=cast(Any, identity),
+            memo=kopf.Memo(
+                keeper=keeper,
+                kubeconfig=args.kubeconfig,
+                namespaces=tuple(args.namespace),
+                echo=echo,
+                gate=gate,
+                stall_timeout=args.stall_timeout,
+            ),
         )
     )
+    if keeper.abandoned:
+        # A pass hangs in a worker thread, and the interpreter would join it at
+        # exit, past the pod's grace period; leave without it (see Keeper.stop).
+        logging.shutdown()
+        os._exit(1)
     return 0
 
 

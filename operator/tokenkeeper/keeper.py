@@ -10,6 +10,8 @@ number of concurrent token requests and API writes is capped however many
 objects fall due at once.
 
 The keeper is fed by kopf's watch handlers and keeps nothing in the cluster.
+On a standby replica it is paused (see ``peering``): it drops its objects
+and runs no pass until it is the active replica again.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from tokenkeeper.kube import KubeError
+from tokenkeeper.observer import Observer
 from tokenkeeper.reconcile import Memory, Reconciler
 from tokenkeeper.target import (
     REFRESH_REQUESTED_ANNOTATION,
@@ -47,6 +51,12 @@ class _Entry:
     kicked: asyncio.Event
     task: asyncio.Task[None] | None = None
     errors: int = 0
+    due_at: datetime | None = None
+    """When the next pass falls due; in the past while one is queued or running."""
+    in_pass: bool = False
+    seen_during_pass: str | None = None
+    """The managed Secret's last watch event while a pass ran: its version, or ""
+    for a deletion. Judged when the pass ends, when its own write is known."""
 
 
 class Keeper:
@@ -58,9 +68,19 @@ class Keeper:
         *,
         workers: int,
         clock: Callable[[], datetime],
+        observer: Observer | None = None,
+        active: bool = True,
+        shutdown_timeout: float = 20.0,
     ) -> None:
         self._reconciler = reconciler
         self._clock = clock
+        self._observer = observer or Observer()
+        self._active = asyncio.Event()
+        if active:
+            self._active.set()
+        self._shutdown_timeout = shutdown_timeout
+        self.abandoned = False
+        """Set by ``stop`` when passes were still running at its deadline."""
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="tokenkeeper"
         )
@@ -86,7 +106,12 @@ class Keeper:
             self._cancel(key)
             entry = None
         if entry is None:
-            entry = _Entry(body=body, memory=Memory(uid=uid), kicked=asyncio.Event())
+            entry = _Entry(
+                body=body,
+                memory=Memory(uid=uid),
+                kicked=asyncio.Event(),
+                due_at=self._clock(),
+            )
             self._entries[key] = entry
             entry.task = asyncio.create_task(self._run(key, entry), name=f"keep {key}")
             return
@@ -109,10 +134,13 @@ class Keeper:
         if role == ROLE_ACCESS_TOKEN:
             owner = owner_name(secret)
             entry = self._entries.get((namespace, owner)) if owner else None
-            if entry is not None and (
-                event_type == "DELETED"
-                or meta.get("resourceVersion") != entry.memory.secret_version
-            ):
+            if entry is None:
+                return
+            version = "" if event_type == "DELETED" else meta.get("resourceVersion")
+            if entry.in_pass:
+                # Most likely the pass's own write, which it has not noted yet.
+                entry.seen_during_pass = version or ""
+            elif version != entry.memory.secret_version:
                 entry.kicked.set()
         elif role == ROLE_CLIENT_SECRET:
             for (entry_namespace, _), entry in self._entries.items():
@@ -125,22 +153,94 @@ class Keeper:
     # Lifecycle.
 
     async def stop(self) -> None:
-        """Cancel every timer, then let passes already running finish their writes."""
+        """Cancel every timer, then let passes already running finish their writes.
+
+        Queued passes never start. Running ones get ``shutdown_timeout`` seconds;
+        one still running then (a call that hangs) is left behind and
+        ``abandoned`` is set, so that the process exits within its grace period.
+        """
         for key in list(self._entries):
             self._cancel(key)
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: self._pool.shutdown(wait=True, cancel_futures=True)
-        )
+
+        # Waited for from a daemon thread: asyncio.run joins the default
+        # executor's threads at exit, and a hung pass would hold one forever.
+        loop = asyncio.get_running_loop()
+        drained = asyncio.Event()
+
+        def drain() -> None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(drained.set)
+
+        threading.Thread(target=drain, name="tokenkeeper-drain", daemon=True).start()
+        try:
+            await asyncio.wait_for(drained.wait(), timeout=self._shutdown_timeout)
+        except TimeoutError:
+            self.abandoned = True
+            logger.warning(
+                "Passes were still running %.0f s after shutdown began; exiting "
+                "without them. A token obtained by one may not have reached its "
+                "Secret; the next operator requests a new one if needed.",
+                self._shutdown_timeout,
+            )
+
+    # Peering: only the active replica runs passes (see ``peering``).
+
+    @property
+    def active(self) -> bool:
+        return self._active.is_set()
+
+    def pause(self) -> None:
+        """Stand by: drop every object, and run no pass until ``resume``.
+
+        Objects are dropped rather than kept, because kopf pauses the watches
+        that would report their changes; it lists them all again when it
+        resumes. Objects it reports meanwhile wait for ``resume``.
+        """
+        self._active.clear()
+        for key in list(self._entries):
+            self._cancel(key)
+
+    def resume(self) -> None:
+        self._active.set()
+
+    # Health and metrics.
+
+    def managed(self) -> int:
+        """Objects served: 0 while standing by."""
+        return len(self._entries) if self.active else 0
+
+    def overdue(self) -> tuple[Key, float] | None:
+        """The object whose pass has been due the longest, and for how many seconds.
+
+        None when no pass is overdue or the keeper stands by. A pass that is
+        due stays overdue while it waits for a worker and while it runs.
+        """
+        if not self.active:
+            return None
+        now = self._clock()
+        late = [
+            ((now - entry.due_at).total_seconds(), key)
+            for key, entry in self._entries.items()
+            if entry.due_at is not None and entry.due_at < now
+        ]
+        if not late:
+            return None
+        seconds, key = max(late)
+        return key, seconds
 
     def _cancel(self, key: Key) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None and entry.task is not None:
             entry.task.cancel()
+        self._observer.forget(*key)
 
     async def _run(self, key: Key, entry: _Entry) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            await self._active.wait()
             entry.kicked.clear()
+            entry.in_pass, entry.seen_during_pass = True, None
             try:
                 next_at = await loop.run_in_executor(
                     self._pool, self._reconciler.reconcile, entry.body, entry.memory
@@ -156,7 +256,14 @@ class Keeper:
                     "[%s/%s] Unexpected %s in a pass", *key, type(e).__name__
                 )
                 next_at = self._after_error(key, entry, None)
+            finally:
+                entry.in_pass = False
+            seen = entry.seen_during_pass
+            if seen is not None and seen != entry.memory.secret_version:
+                entry.kicked.set()
             self._last_pass = self._clock()
+            entry.due_at = next_at
+            self._observer.reported(*key, entry.memory.status or {})
 
             delay = (next_at - self._clock()).total_seconds()
             if delay > 0:

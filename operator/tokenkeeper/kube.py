@@ -2,7 +2,8 @@
 
 kopf owns the watches; this module owns the reads and writes that a pass makes
 on its own: one named Secret or ConfigMap at a time, the managed Secret, the
-status subresource and Events. It uses the official client without model
+status subresource and Events; and the peering object that ``peering`` reads
+and creates. It uses the official client without model
 classes (raw JSON in and out), which keeps bodies in the same shape as kopf's
 and avoids the cost of the generated models.
 
@@ -27,6 +28,7 @@ from tokenkeeper.status import rfc3339
 from tokenkeeper.target import GROUP, KIND, PLURAL, VERSION
 
 COMPONENT = "tokenkeeper"
+PEERING = ("kopf.dev", "v1", "clusterkopfpeerings")
 
 
 class KubeError(Exception):
@@ -91,8 +93,8 @@ class Kube:
 
     def patch_status(
         self, namespace: str, name: str, status: Mapping[str, Any]
-    ) -> None:
-        _call(
+    ) -> dict[str, Any]:
+        return _call(
             f"PATCH clientcredential {namespace}/{name} status",
             self._custom.patch_namespaced_custom_object_status,
             GROUP,
@@ -144,18 +146,44 @@ class Kube:
             body,
         )
 
-    def _get(self, call: str, method: Any, *args: Any) -> dict[str, Any] | None:
+    def get_peering(self, name: str, timeout: float) -> dict[str, Any] | None:
+        return self._get(
+            f"GET clusterkopfpeering {name}",
+            self._custom.get_cluster_custom_object,
+            *PEERING,
+            name,
+            timeout=timeout,
+        )
+
+    def create_peering(self, name: str) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{PEERING[0]}/{PEERING[1]}",
+            "kind": "ClusterKopfPeering",
+            "metadata": {"name": name},
+        }
+        return _call(
+            f"POST clusterkopfpeering {name}",
+            self._custom.create_cluster_custom_object,
+            *PEERING,
+            body,
+        )
+
+    def _get(
+        self, call: str, method: Any, *args: Any, timeout: float | None = None
+    ) -> dict[str, Any] | None:
         try:
-            return _call(call, method, *args)
+            return _call(call, method, *args, timeout=timeout)
         except KubeError as e:
             if e.status == 404:
                 return None
             raise
 
 
-def _call(call: str, method: Any, *args: Any) -> dict[str, Any]:
+def _call(
+    call: str, method: Any, *args: Any, timeout: float | None = None
+) -> dict[str, Any]:
     try:
-        response = method(*args, _preload_content=False)
+        response = method(*args, _preload_content=False, _request_timeout=timeout)
     except ApiException as e:
         error = Conflict if e.status == 409 else KubeError
         raise error(call, e.status, _explanation(e.body)) from None

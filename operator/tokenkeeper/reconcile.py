@@ -28,8 +28,10 @@ import hashlib
 import json
 import logging
 import random
+import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,6 +51,7 @@ from tokenkeeper.endpoint import (
 )
 from tokenkeeper.guard import OutboundGuard, URLNotAllowed
 from tokenkeeper.kube import Conflict, Kube, KubeError
+from tokenkeeper.observer import Observer
 from tokenkeeper.schedule import Plan, plan_refresh, retry_delay
 from tokenkeeper.spec import Spec, SpecError, parse_spec, secret_name_of
 from tokenkeeper.status import (
@@ -160,14 +163,17 @@ class Reconciler:
         guard: OutboundGuard | None = None,
         clock: Callable[[], datetime],
         rng: random.Random | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self._kube = kube
         self._endpoint = endpoint or EndpointSettings()
         self._guard = guard or OutboundGuard()
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._observer = observer or Observer()
         self._sessions = threading.local()
-        self._ca_dir = Path(tempfile.mkdtemp(prefix="tokenkeeper-ca-"))
+        self._ca_dir: Path | None = None
+        self._ca_lock = threading.Lock()
 
     def reconcile(self, body: Mapping[str, Any], memory: Memory) -> datetime:
         """Run one pass and return the instant the next one is due."""
@@ -218,8 +224,10 @@ class Reconciler:
         if fresh and due == "routine" and run.valid is not None:
             return self._spread(run)
 
+        scheduled = self._plan(run).refresh_at if due == "routine" else None
         try:
-            token = self._fetch(run, request)
+            with self._observer.token_request(run.spec, scheduled, run.now):
+                token = self._fetch(run, request)
         except TokenError as e:
             return self._failed(run, Failure.of(e), request_hash=request_hash)
         logger.debug("[%s/%s] token request succeeded (%s)", *_ref(run), due)
@@ -314,12 +322,20 @@ class Reconciler:
                 )
             )
         digest = hashlib.sha256(pem.encode()).hexdigest()
-        path = self._ca_dir / f"{digest}.pem"
+        path = self._ca_directory() / f"{digest}.pem"
         if not path.exists():
             scratch = path.with_suffix(f".{threading.get_ident()}")
             scratch.write_text(pem)
             scratch.replace(path)
         return str(path), _version(configmap or {})
+
+    def _ca_directory(self) -> Path:
+        """Where CA bundles are written for the TLS library; removed when we exit."""
+        with self._ca_lock:
+            if self._ca_dir is None:
+                self._ca_dir = Path(tempfile.mkdtemp(prefix="tokenkeeper-ca-"))
+                weakref.finalize(self, shutil.rmtree, self._ca_dir, True)
+            return self._ca_dir
 
     # Step 4: is a request due?
 
@@ -351,11 +367,32 @@ class Reconciler:
         assert spec is not None
         key = (current.issued_at, current.expires_at, spec.refresh)
         if memory.plan is None or memory.plan_key != key:
-            memory.plan = plan_refresh(
+            memory.plan = self._resumed_plan(run) or plan_refresh(
                 current.issued_at, current.expires_at, spec.refresh, self._rng
             )
             memory.plan_key = key
         return memory.plan
+
+    def _resumed_plan(self, run: _Pass) -> Plan | None:
+        """After a restart, the plan the status holds if it was made for this token.
+
+        A fresh jitter would move refreshAt for every object, and rewrite every
+        status, each time the operator starts.
+        """
+        current, status = run.current, run.memory.status or {}
+        assert current is not None
+        refresh_at = parse_rfc3339(status.get("refreshAt"))
+        if (
+            run.memory.plan is not None
+            or refresh_at is None
+            or status.get("failedAttempts")
+            or status.get("observedGeneration") != run.generation
+            or status.get("lastRefreshTime") != rfc3339(current.issued_at)
+            or status.get("expiresAt") != rfc3339(current.expires_at)
+            or not current.issued_at < refresh_at < current.expires_at
+        ):
+            return None
+        return Plan(refresh_at=refresh_at)
 
     # Step 5: the request.
 
@@ -494,7 +531,10 @@ class Reconciler:
         memory.failures += 1
         memory.last_failure_time = run.now
         memory.attempted_hash = request_hash
-        remaining = run.valid.expires_at - run.now if run.valid else None
+        # Count the delay (and a Retry-After) from the answer, not from the start
+        # of the pass: a request that took its whole timeout must not eat it.
+        failed_at = self._clock()
+        remaining = run.valid.expires_at - failed_at if run.valid else None
         delay = retry_delay(
             memory.failures,
             failure.retry,
@@ -502,7 +542,7 @@ class Reconciler:
             retry_after=failure.retry_after,
             rng=self._rng,
         )
-        memory.retry_at = run.now + delay
+        memory.retry_at = failed_at + delay
 
         if run.valid is not None:
             self._restore(run)
