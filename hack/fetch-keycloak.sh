@@ -12,7 +12,7 @@
 # with the build options that devenv/keycloak.py starts with. `kc.sh build` refuses
 # the dev profile, so the script starts `kc.sh start-dev`, which builds and then
 # relaunches itself, and stops it as soon as the relaunch begins. Without this every
-# start rebuilds first, which costs 25-50 seconds on two cores. The build options
+# start rebuilds first: 28 s on two quiet cores, 50-95 s on busy ones. The options
 # are written to .tokenkeeper-build-options in the cache; devenv/keycloak.py passes
 # exactly those, so the two can never disagree.
 #
@@ -33,6 +33,7 @@ home=$cache/keycloak-$version
 log_root=$cache/logs
 log=$log_root/fetch-keycloak-$version.log
 staging=""
+step_pid=""
 keycloak_pid=""
 
 say() { echo "fetch-keycloak: $*" >&2; }
@@ -44,6 +45,7 @@ fail() {
 }
 
 cleanup() {
+  if [[ -n $step_pid ]]; then kill "$step_pid" 2>/dev/null || true; fi
   if [[ -n $keycloak_pid ]]; then stop_group "$keycloak_pid"; fi
   if [[ -n $staging ]]; then rm -rf "$staging"; fi
 }
@@ -93,15 +95,26 @@ stop_group() {
   keycloak_pid=""
 }
 
+run_step() {
+  # Runs "$@" in the background and waits for it, so a TERM or INT is handled at
+  # once instead of after a download or unpack has finished.
+  local status=0
+  "$@" >>"$log" 2>&1 &
+  step_pid=$!
+  wait "$step_pid" || status=$?
+  step_pid=""
+  return "$status"
+}
+
 fetch() {
   say "fetching $artifact with mvn (log: $log)"
-  mvn -B dependency:copy -Dartifact="$artifact" -DoutputDirectory="$staging" \
-    >>"$log" 2>&1 || fail "mvn dependency:copy $artifact" "read $log"
+  run_step mvn -B dependency:copy -Dartifact="$artifact" -DoutputDirectory="$staging" ||
+    fail "mvn dependency:copy $artifact" "read $log"
 }
 
 unpack() {
   local archive=$staging/keycloak-quarkus-dist-$version.tar.gz
-  tar --no-same-owner -xzf "$archive" -C "$staging" >>"$log" 2>&1 ||
+  run_step tar --no-same-owner -xzf "$archive" -C "$staging" ||
     fail "unpack $(basename "$archive")" "read $log"
   rm -f "$archive"
   [[ -x $staging/keycloak-$version/bin/kc.sh ]] ||
