@@ -9,8 +9,10 @@ cleaned up through ownerReferences and its tests delete namespaces.
 
 The API server authorizes with RBAC only, so tests can run the operator as a
 ServiceAccount (`serviceaccount_kubeconfig`) and prove that manifests/ grant
-exactly enough. `ControlPlane.existing()` wraps a cluster someone else runs behind
-the same attributes, for running the same tests against it.
+exactly enough. With `audit_users` the API server also writes an audit log of
+those users' requests (metadata only, never a body), so tests can prove which
+Secrets the operator touched. `ControlPlane.existing()` wraps a cluster someone
+else runs behind the same attributes, for running the same tests against it.
 
     with ControlPlane() as plane:
         plane.kubectl("get", "namespaces")  # or KUBECONFIG=plane.kubeconfig

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from tokenkeeper.status import parse_rfc3339
 
 from devenv.keycloak import (
     NO_SERVICE_ACCOUNT_CLIENT_ID,
@@ -22,7 +23,6 @@ from devenv.keycloak import (
     Keycloak,
 )
 from tests.cluster import Cluster, wait_for
-from tokenkeeper.status import parse_rfc3339
 
 pytestmark = pytest.mark.usefixtures("operator")
 
