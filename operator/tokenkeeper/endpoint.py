@@ -20,7 +20,6 @@ import email.utils
 import enum
 import json
 import re
-import time
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -28,13 +27,17 @@ from datetime import UTC, datetime, timedelta
 import requests
 
 from tokenkeeper import USER_AGENT, reasons
+from tokenkeeper.transport import deadline
 
-_B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 """RFC 6750 section 2.1: what a bearer token may contain, so it fits a header."""
 
 _WRONG_SECRET = re.compile(r"invalid client credentials", re.IGNORECASE)
 _MAX_TOKEN_CHARS = 64 * 1024
 _MAX_QUOTED_CHARS = 200
+_OPAQUE_RUN = re.compile(r"[A-Za-z0-9\-._~+/%=]{32,}")
+"""A long unbroken run of token characters in server text: a token, a key or
+an encoded secret echoed back, never a word a person needs to read."""
 
 
 class Retry(enum.Enum):
@@ -164,7 +167,7 @@ def fetch_token(
         form["client_id"] = request.client_id
         form["client_secret"] = request.client_secret
 
-    secrets = (request.client_secret,)
+    secrets = _forms_of(request)
     status, content_type, body, response_headers = _exchange(
         session,
         "POST",
@@ -230,6 +233,19 @@ def basic_authorization(client_id: str, client_secret: str) -> str:
     return "Basic " + base64.b64encode(pair.encode("ascii")).decode("ascii")
 
 
+def _forms_of(request: TokenRequest) -> tuple[str, ...]:
+    """The client secret as it may come back in server text: raw, form- or
+    percent-encoded, or inside the Basic credentials."""
+    secret = request.client_secret
+    basic = basic_authorization(request.client_id, secret).removeprefix("Basic ")
+    return (
+        secret,
+        _form_encode(secret),
+        urllib.parse.quote(secret, safe=""),
+        basic,
+    )
+
+
 def _form_encode(value: str) -> str:
     return urllib.parse.quote_plus(value, safe="", encoding="utf-8")
 
@@ -255,8 +271,35 @@ def _exchange(
     settings: EndpointSettings,
     secrets: Iterable[str],
 ) -> tuple[int, str, bytes, Mapping[str, str]]:
-    """Send one request, never following redirects; read a bounded body."""
+    """Send one request, never following redirects; read a bounded body.
+
+    The whole exchange, from connecting to the last byte, must fit in
+    ``total_timeout`` (see ``transport``), and the body in ``max_body_bytes``.
+    """
     where = _origin(url)
+    with deadline(settings.total_timeout) as watch:
+        try:
+            answer = _send(session, method, url, where, headers, data, verify, settings)
+        except TokenError:
+            if watch.expired:
+                raise _too_slow(where, settings) from None
+            raise
+    # A connection cut mid-headers can read as a complete, empty answer.
+    if watch.expired:
+        raise _too_slow(where, settings)
+    return answer
+
+
+def _send(
+    session: requests.Session,
+    method: str,
+    url: str,
+    where: str,
+    headers: Mapping[str, str],
+    data: Mapping[str, str] | None,
+    verify: str | bool,
+    settings: EndpointSettings,
+) -> tuple[int, str, bytes, Mapping[str, str]]:
     try:
         response = session.request(
             method,
@@ -302,10 +345,17 @@ def _exchange(
         return response.status_code, content_type, body, response.headers
 
 
+def _too_slow(where: str, settings: EndpointSettings) -> TokenError:
+    return TokenError(
+        reasons.TIMEOUT,
+        f"{where} took longer than {settings.total_timeout:g} s to answer in "
+        "full; tokenkeeper cut the exchange off",
+    )
+
+
 def _read_bounded(
     response: requests.Response, settings: EndpointSettings, where: str
 ) -> bytes:
-    deadline = time.monotonic() + settings.total_timeout
     chunks: list[bytes] = []
     size = 0
     try:
@@ -316,12 +366,6 @@ def _read_bounded(
                     reasons.INVALID_TOKEN_RESPONSE,
                     f"{where} sent more than {settings.max_body_bytes} bytes; "
                     "a token response is far smaller, so the rest was not read",
-                )
-            if time.monotonic() > deadline:
-                raise TokenError(
-                    reasons.TIMEOUT,
-                    f"{where} took longer than {settings.total_timeout:g} s "
-                    "to send its answer",
                 )
             chunks.append(chunk)
     except requests.exceptions.RequestException as e:
@@ -425,7 +469,7 @@ def _token_from(
             reasons.INVALID_TOKEN_RESPONSE,
             "the token endpoint answered without an access_token",
         )
-    if len(access_token) > _MAX_TOKEN_CHARS or not _B64TOKEN.match(access_token):
+    if len(access_token) > _MAX_TOKEN_CHARS or not _B64TOKEN.fullmatch(access_token):
         raise TokenError(
             reasons.INVALID_TOKEN_RESPONSE,
             "the access_token is not a valid bearer token (RFC 6750 characters, "
@@ -505,12 +549,15 @@ def _number(value: object) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float) or (
-        isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value)
+        isinstance(value, str) and re.fullmatch(r"\s*[0-9]+(\.[0-9]+)?\s*", value)
     ):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            return float("inf")
     else:
         return None
-    return number if number == number and number != float("inf") else None
+    return number if number == number else None
 
 
 def jwt_expiry(token: str) -> datetime | None:
@@ -537,11 +584,11 @@ def _retry_after(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -567,10 +614,12 @@ def _describe_type(content_type: str) -> str:
 
 
 def _quote(text: str, secrets: Iterable[str]) -> str:
-    """Server-sent text made safe to show: printable, short, no known secret in it."""
+    """Server-sent text made safe to show: printable, short, no known secret in it,
+    and no long opaque run that could be a token or a secret in another form."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "[redacted]")
+    text = _OPAQUE_RUN.sub("[redacted]", text)
     text = "".join(ch if ch.isprintable() else " " for ch in text)
     if len(text) > _MAX_QUOTED_CHARS:
         text = text[:_MAX_QUOTED_CHARS] + "..."

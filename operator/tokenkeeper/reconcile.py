@@ -72,6 +72,7 @@ from tokenkeeper.target import (
     owned_by,
     read_stored,
 )
+from tokenkeeper.transport import new_session
 
 logger = logging.getLogger("tokenkeeper")
 
@@ -428,9 +429,7 @@ class Reconciler:
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._sessions, "session", None)
         if session is None:
-            session = requests.Session()
-            session.trust_env = False
-            self._sessions.session = session
+            session = self._sessions.session = new_session()
         return session
 
     # Outcomes: each writes the Secret if needed, then the status; each says when

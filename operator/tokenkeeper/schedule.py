@@ -33,6 +33,9 @@ _BACKOFF = {
 
 MIN_RETRY = timedelta(seconds=1)
 MAX_RETRY_AFTER = timedelta(hours=1)
+_MAX_DOUBLINGS = 20
+"""Far past every cap: 2**20 s is 12 days. Counting further would overflow
+timedelta after about 45 failures in a row, which an outage reaches."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +54,19 @@ class Plan:
     note: str | None = None
 
 
+def longest_lead(lifetime: timedelta, policy: RefreshPolicy) -> timedelta:
+    """The earliest a refresh may come: half-life by default; with a lead set in
+    the spec, once a tenth of the lifetime was used."""
+    if policy.before_seconds is None and policy.before_percentage is None:
+        return lifetime / 2
+    return lifetime * (1 - MIN_USE_FRACTION)
+
+
 def refresh_lead(
     lifetime: timedelta, policy: RefreshPolicy
 ) -> tuple[timedelta, str | None]:
     """How long before expiry to refresh a token of this lifetime."""
+    longest = longest_lead(lifetime, policy)
     if policy.before_seconds is not None:
         lead = timedelta(seconds=policy.before_seconds)
         asked = f"refreshBeforeSeconds={policy.before_seconds}"
@@ -62,10 +74,8 @@ def refresh_lead(
         lead = lifetime * policy.before_percentage / 100
         asked = f"refreshBeforePercentage={policy.before_percentage}"
     else:
-        lead = min(max(lifetime / 3, DELIVERY_LEAD), lifetime / 2)
-        return lead, None
+        return min(max(lifetime / 3, DELIVERY_LEAD), longest), None
 
-    longest = lifetime * (1 - MIN_USE_FRACTION)
     if lead > longest:
         return longest, (
             f"{asked} would refresh continuously for a token that lives "
@@ -81,10 +91,17 @@ def plan_refresh(
     policy: RefreshPolicy,
     rng: random.Random,
 ) -> Plan:
-    """The instant to refresh a token, a little jittered so refreshes spread out."""
+    """The instant to refresh a token, a little jittered so refreshes spread out.
+
+    Jitter moves a refresh earlier, but never past the earliest instant the
+    rules allow (``longest_lead``); a lead clamped there is jittered later
+    instead, by the same small amount.
+    """
     lifetime = max(expires_at - issued_at, timedelta(0))
     lead, note = refresh_lead(lifetime, policy)
     jitter = min(lead * JITTER_FRACTION, MAX_JITTER) * rng.random()
+    if jitter > longest_lead(lifetime, policy) - lead:
+        jitter = -jitter
     return Plan(refresh_at=expires_at - lead - jitter, note=note)
 
 
@@ -103,10 +120,13 @@ def retry_delay(
     so several attempts happen before it expires. A server's Retry-After wins.
     """
     if retry_after is not None:
-        return min(max(timedelta(seconds=retry_after), MIN_RETRY), MAX_RETRY_AFTER)
+        seconds = min(
+            max(retry_after, MIN_RETRY.total_seconds()), MAX_RETRY_AFTER.total_seconds()
+        )
+        return timedelta(seconds=seconds)
 
     first, cap = _BACKOFF[retry]
-    delay = min(first * float(2 ** max(attempt - 1, 0)), cap)
+    delay = min(first * float(2 ** min(max(attempt - 1, 0), _MAX_DOUBLINGS)), cap)
     delay *= 0.5 + 0.5 * rng.random()
     if remaining is not None and remaining > timedelta(0) and retry is not Retry.LOCAL:
         share = remaining / 3 if retry is Retry.TRANSIENT else remaining / 2

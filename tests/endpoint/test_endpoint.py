@@ -1,6 +1,10 @@
 """The token-endpoint client against a real loopback server scripted to misbehave."""
 
 import base64
+import contextlib
+import socket
+import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +22,7 @@ from tokenkeeper.endpoint import (
     fetch_token,
     jwt_expiry,
 )
+from tokenkeeper.transport import new_session
 
 from devenv import tokenserver as ts
 
@@ -41,7 +46,7 @@ def server(module_server: ts.TokenServer) -> ts.TokenServer:
 
 @pytest.fixture
 def session() -> Iterator[requests.Session]:
-    with requests.Session() as s:
+    with new_session() as s:
         yield s
 
 
@@ -393,3 +398,159 @@ def test_broken_discovery_says_so(
         discover_token_url(server.url, session, SETTINGS)
 
     assert caught.value.reason == reasons.DISCOVERY_FAILED
+
+
+def test_a_token_with_a_trailing_newline_is_refused(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    server.script(ts.Reply(json={"access_token": "abc\n", "expires_in": 300}))
+
+    assert fail(server, session).reason == reasons.INVALID_TOKEN_RESPONSE
+
+
+@pytest.mark.parametrize(
+    "retry_after",
+    ["\u00b2", "9" * 400, "100000000000000", "Fri, 01 Jan 99999999999 00:00:00 GMT"],
+    ids=["superscript-digit", "400-digits", "huge", "far-date"],
+)
+def test_a_hostile_retry_after_is_still_rate_limiting_not_a_crash(
+    server: ts.TokenServer, session: requests.Session, retry_after: str
+) -> None:
+    server.script(ts.throttled(retry_after))
+
+    e = fail(server, session)
+
+    assert e.reason == reasons.RATE_LIMITED
+
+
+def test_an_expires_in_of_hundreds_of_digits_is_clamped_not_a_crash(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    before = now()
+    server.script(ts.token_response(expires_in=10**400))
+
+    token = fetch_token(request_for(server), session, SETTINGS, before)
+
+    assert token.expires_at == before + SETTINGS.max_lifetime
+    assert token.lifetime_note is not None
+
+
+ODD_SECRET = "p+s/w=rd&é %canary-0a1b"
+
+
+@pytest.mark.parametrize("auth_method", ["client_secret_post", "client_secret_basic"])
+def test_a_server_echoing_the_request_leaks_no_form_of_the_secret(
+    server: ts.TokenServer, session: requests.Session, auth_method: str
+) -> None:
+    server.add_client("odd", ODD_SECRET)
+
+    def echo(request: ts.RecordedRequest) -> ts.Reply:
+        said = f"{request.body.decode()} {request.header('Authorization')}"
+        return ts.oauth_error("invalid_request", said)
+
+    server.script(echo)
+    request = request_for(
+        server, client_id="odd", client_secret=ODD_SECRET, auth_method=auth_method
+    )
+
+    with pytest.raises(TokenError) as caught:
+        fetch_token(request, session, SETTINGS, now())
+
+    text = f"{caught.value} {caught.value!r}"
+    basic = basic_authorization("odd", ODD_SECRET).removeprefix("Basic ")
+    for form in (
+        ODD_SECRET,
+        urllib.parse.quote_plus(ODD_SECRET),
+        urllib.parse.quote(ODD_SECRET, safe=""),
+        basic,
+        "canary-0a1b",
+    ):
+        assert form not in text
+    assert "[redacted]" in text
+
+
+def test_a_token_echoed_in_an_error_description_is_not_quoted(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    token = fetch_token(request_for(server), session, SETTINGS, now()).access_token
+    server.script(ts.oauth_error("invalid_grant", f"token {token} was revoked"))
+
+    e = fail(server, session)
+
+    for start in range(0, len(token) - 16, 8):
+        assert token[start : start + 16] not in e.message
+    assert "was revoked" in e.message
+
+
+def _drip(total: float) -> Iterator[bytes]:
+    deadline = time.monotonic() + total
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        yield b" "
+
+
+def test_a_body_trickling_in_byte_by_byte_is_cut_off_at_the_total_timeout(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    server.script(
+        ts.Reply(
+            stream=lambda: _drip(30),
+            headers={"Content-Type": "application/json", "Content-Length": "1000"},
+        )
+    )
+    started = time.monotonic()
+
+    e = fail(server, session)
+
+    assert e.reason == reasons.TIMEOUT
+    assert "cut the exchange off" in e.message
+    assert time.monotonic() - started < 25
+
+
+def test_headers_trickling_in_byte_by_byte_are_cut_off_at_the_total_timeout(
+    session: requests.Session,
+) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 500:
+                if stop.wait(0.2):
+                    return
+                with contextlib.suppress(OSError):
+                    connection.sendall(bytes([byte]))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/token"
+    started = time.monotonic()
+
+    try:
+        with pytest.raises(TokenError) as caught:
+            fetch_token(TokenRequest(url, "app", SECRET), session, SETTINGS, now())
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+    assert caught.value.reason == reasons.TIMEOUT
+    assert "cut the exchange off" in caught.value.message
+    assert time.monotonic() - started < 25
+
+
+def test_the_session_keeps_no_cookies(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    reply = ts.token_response()
+    server.script(
+        ts.Reply(json=reply.json, headers={**reply.headers, "Set-Cookie": "sid=1"})
+    )
+
+    fetch_token(request_for(server), session, SETTINGS, now())
+    fetch_token(request_for(server), session, SETTINGS, now())
+
+    assert server.requests[-1].header("Cookie") is None
+    assert not session.cookies

@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenkeeper import reasons
@@ -30,6 +29,7 @@ from tokenkeeper.endpoint import (
     fetch_token,
 )
 from tokenkeeper.spec import Spec, SpecError, parse_spec
+from tokenkeeper.transport import new_session
 
 from devenv.tokenserver import RecordedRequest, Reply, TokenServer
 from tests.cluster import Cluster, basic_spec, wait_for
@@ -123,7 +123,7 @@ def _fetch(
 ) -> tuple[Token | None, TokenError | None]:
     server.set_default(answer.reply())
     request = TokenRequest(server.token_url, "prop-app", SECRET)
-    with requests.Session() as session:
+    with new_session() as session:
         try:
             return fetch_token(request, session, SETTINGS, datetime.now(UTC)), None
         except TokenError as error:

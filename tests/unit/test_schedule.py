@@ -92,11 +92,58 @@ def test_jitter_only_ever_moves_a_refresh_earlier_and_by_at_most_five_seconds() 
     assert exact - timedelta(seconds=5) <= plan.refresh_at < exact
 
 
-def test_jitter_is_small_for_short_leads() -> None:
+def test_jitter_never_brings_a_refresh_before_half_life() -> None:
     plan = plan_refresh(T0, T0 + timedelta(seconds=30), RefreshPolicy(), FullJitter())
 
-    exact = T0 + timedelta(seconds=15)
-    assert exact - timedelta(seconds=0.75) <= plan.refresh_at < exact
+    half_life = T0 + timedelta(seconds=15)
+    assert half_life < plan.refresh_at <= half_life + timedelta(seconds=0.75)
+
+
+@pytest.mark.parametrize("lifetime", [30, 100, 200, 239, 240, 300, 3600])
+@pytest.mark.parametrize("rng", [NoJitter(), FullJitter()])
+def test_default_refresh_is_never_before_half_life_nor_closer_than_95_percent_of_lead(
+    lifetime: int, rng: random.Random
+) -> None:
+    expires_at = T0 + timedelta(seconds=lifetime)
+    lead, _ = refresh_lead(timedelta(seconds=lifetime), RefreshPolicy())
+
+    plan = plan_refresh(T0, expires_at, RefreshPolicy(), rng)
+
+    assert plan.refresh_at >= T0 + timedelta(seconds=lifetime) / 2
+    assert expires_at - plan.refresh_at >= lead * 0.95
+
+
+@pytest.mark.parametrize("before", [270, 1000])
+def test_clamped_lead_is_not_jittered_past_a_tenth_of_the_lifetime(before: int) -> None:
+    plan = plan_refresh(
+        T0,
+        T0 + timedelta(seconds=300),
+        RefreshPolicy(before_seconds=before),
+        FullJitter(),
+    )
+
+    assert plan.refresh_at >= T0 + timedelta(seconds=30)
+
+
+@pytest.mark.parametrize("retry", list(Retry))
+@pytest.mark.parametrize("attempt", [40, 50, 1000, 10_000])
+def test_backoff_after_very_many_failures_stays_at_its_cap(
+    retry: Retry, attempt: int
+) -> None:
+    delay = retry_delay(
+        attempt, retry, remaining=None, retry_after=None, rng=FullJitter()
+    )
+
+    assert timedelta(seconds=1) <= delay <= timedelta(minutes=10)
+
+
+@pytest.mark.parametrize("retry_after", [1e15, 1e308, float("inf")])
+def test_absurd_retry_after_is_capped_at_an_hour(retry_after: float) -> None:
+    delay = retry_delay(
+        1, Retry.TRANSIENT, remaining=None, retry_after=retry_after, rng=NoJitter()
+    )
+
+    assert delay == timedelta(hours=1)
 
 
 def test_transient_backoff_doubles_until_its_cap() -> None:
