@@ -215,6 +215,18 @@ def discover_token_url(
             f"({_describe_type(content_type)}), not a discovery document; "
             "check spec.issuerURL",
         )
+    # OpenID Connect Discovery 1.0 section 4.3: the issuer must be the URL the
+    # document was fetched for; otherwise whoever served it chose where the
+    # client secret goes.
+    issuer = document.get("issuer")
+    if not isinstance(issuer, str) or issuer.rstrip("/") != issuer_url.rstrip("/"):
+        said = _quote(issuer, ()) if isinstance(issuer, str) else "none"
+        raise TokenError(
+            reasons.DISCOVERY_FAILED,
+            f"the discovery document names issuer {said!r}, not spec.issuerURL; "
+            "use the issuer exactly as the server states it (in Keycloak, check "
+            "the hostname setting) or set spec.tokenURL",
+        )
     token_url = document.get("token_endpoint")
     if not isinstance(token_url, str) or not token_url.startswith(
         ("https://", "http://")

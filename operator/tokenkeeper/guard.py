@@ -83,7 +83,7 @@ class OutboundGuard:
         if host in _METADATA_HOSTS:
             raise URLNotAllowed(f"{field} names a cloud metadata service ({host})")
         for address in self._addresses(host):
-            if address in _METADATA_ADDRESSES or address.is_link_local:
+            if _link_local_or_metadata(address):
                 raise URLNotAllowed(
                     f"{field} resolves to {address}, a link-local or cloud "
                     "metadata address, which the operator refuses"
@@ -103,6 +103,15 @@ class OutboundGuard:
             except ValueError:
                 continue
         return found
+
+
+def _link_local_or_metadata(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> bool:
+    # ::ffff:169.254.169.254 reaches the IPv4 address on a dual-stack host.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address in _METADATA_ADDRESSES or address.is_link_local
 
 
 def _matches(host: str, patterns: Sequence[str]) -> bool:

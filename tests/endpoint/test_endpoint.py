@@ -554,3 +554,25 @@ def test_the_session_keeps_no_cookies(
 
     assert server.requests[-1].header("Cookie") is None
     assert not session.cookies
+
+
+@pytest.mark.parametrize("issuer", ["https://elsewhere.example/realms/x", None])
+def test_discovery_refuses_a_document_for_another_issuer(
+    server: ts.TokenServer, session: requests.Session, issuer: str | None
+) -> None:
+    document = {"token_endpoint": server.token_url}
+    if issuer:
+        document["issuer"] = issuer
+    server.set_discovery(ts.Reply(json=document))
+
+    with pytest.raises(TokenError) as caught:
+        discover_token_url(server.url, session, SETTINGS)
+
+    assert caught.value.reason == reasons.DISCOVERY_FAILED
+    assert "issuer" in caught.value.message
+
+
+def test_discovery_accepts_the_issuer_with_a_trailing_slash(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    assert discover_token_url(server.url + "/", session, SETTINGS) == server.token_url
