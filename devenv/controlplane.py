@@ -48,7 +48,13 @@ from typing import TypeVar
 
 from devenv import kubeconfig, pki
 from devenv.kubeconfig import Cluster
-from devenv.process import Component, ComponentFailed, PortClash, stop_all
+from devenv.process import (
+    Component,
+    ComponentFailed,
+    PortClash,
+    interruptible,
+    stop_all,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-controlplane.sh"
@@ -620,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _up(kubeconfig_out: Path | None, keep_workdir: bool) -> int:
+    interruptible()
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _request_stop)
     plane = ControlPlane(keep_workdir=keep_workdir)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from devenv.controlplane import ControlPlane
+from devenv.process import interruptible
 from devenv.runner import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         help="use a real Keycloak as the token endpoint",
     )
     args = parser.parse_args(argv)
+    interruptible()
     try:
         run(args.keycloak)
     except KeyboardInterrupt:

@@ -44,7 +44,7 @@ from typing import Any
 
 import requests
 
-from devenv.process import Component, ComponentFailed, stop_all
+from devenv.process import Component, ComponentFailed, interruptible, stop_all
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FETCH_SCRIPT = REPO_ROOT / "hack" / "fetch-keycloak.sh"
@@ -537,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _up() -> int:
+    interruptible()
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _request_stop)
     keycloak = Keycloak()

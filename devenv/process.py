@@ -85,6 +85,16 @@ class Component:
             os.killpg(self.process.pid, signum)
 
 
+def interruptible() -> None:
+    """Make Ctrl-C (SIGINT) raise KeyboardInterrupt, whatever we inherited.
+
+    A shell without job control starts background commands with SIGINT
+    ignored, and Python then leaves it ignored: a CLI run from a script or
+    CI would not stop on SIGINT at all.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def stop_all(components: Iterable[Component], grace_seconds: float) -> None:
     """Stop components one by one, in the order given: SIGTERM, then SIGKILL.
 

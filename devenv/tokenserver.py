@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from devenv import pki
+from devenv.process import interruptible
 
 _log = logging.getLogger(__name__)
 
@@ -832,6 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Serve until Ctrl-C or SIGTERM; print the token URL on stdout first."""
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    interruptible()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with TokenServer(tls=args.tls, port=args.port) as server:
         server.add_client(

@@ -25,7 +25,8 @@ def test_metrics_follow_a_clientcredential_from_creation_to_deletion(
     cluster: Cluster, namespace: str, token_server: TokenServer, solo: StartOperator
 ) -> None:
     port = free_port()
-    solo(f"--metrics-port={port}")
+    # Only this namespace: objects other tests left behind must not count.
+    solo(f"--metrics-port={port}", f"--namespace={namespace}")
     cluster.create_client_secret(namespace)
     cluster.create_credential(namespace, "billing", basic_spec(token_server))
     wait_for(lambda: ready(cluster, namespace, "billing"))
@@ -86,7 +87,8 @@ def test_failing_requests_are_counted_by_reason_and_failures_in_a_row_shown(
     cluster: Cluster, namespace: str, token_server: TokenServer, solo: StartOperator
 ) -> None:
     port = free_port()
-    solo(f"--metrics-port={port}")
+    # Only this namespace: objects other tests left behind must not count.
+    solo(f"--metrics-port={port}", f"--namespace={namespace}")
     token_server.set_default(server_error(503))
     cluster.create_client_secret(namespace)
     labels = {"namespace": namespace, "name": "billing"}
