@@ -28,7 +28,7 @@ from typing import Any
 
 from tokenkeeper.kube import KubeError
 from tokenkeeper.observer import Observer
-from tokenkeeper.reconcile import Memory, Reconciler
+from tokenkeeper.reconcile import CredentialGone, Memory, Reconciler
 from tokenkeeper.target import (
     REFRESH_REQUESTED_ANNOTATION,
     ROLE_ACCESS_TOKEN,
@@ -248,6 +248,13 @@ class Keeper:
                 entry.errors = 0
             except asyncio.CancelledError:
                 raise
+            except CredentialGone:
+                logger.info(
+                    "[%s/%s] The ClientCredential is gone; forgetting it.", *key
+                )
+                if self._entries.get(key) is entry:
+                    self._cancel(key)
+                return
             except KubeError as e:
                 next_at = self._after_error(key, entry, str(e))
             except Exception as e:

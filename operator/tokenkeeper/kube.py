@@ -49,6 +49,10 @@ class Conflict(KubeError):
     """The object changed or already exists (HTTP 409)."""
 
 
+class NotFound(KubeError):
+    """The object does not exist (HTTP 404)."""
+
+
 class Kube:
     """The calls reconcile needs, on one shared, thread-safe API client."""
 
@@ -185,7 +189,7 @@ def _call(
     try:
         response = method(*args, _preload_content=False, _request_timeout=timeout)
     except ApiException as e:
-        error = Conflict if e.status == 409 else KubeError
+        error = {409: Conflict, 404: NotFound}.get(e.status or 0, KubeError)
         raise error(call, e.status, _explanation(e.body)) from None
     except OSError as e:
         raise KubeError(call, None) from e

@@ -50,7 +50,7 @@ from tokenkeeper.endpoint import (
     fetch_token,
 )
 from tokenkeeper.guard import OutboundGuard, URLNotAllowed
-from tokenkeeper.kube import Conflict, Kube, KubeError
+from tokenkeeper.kube import Conflict, Kube, KubeError, NotFound
 from tokenkeeper.observer import Observer
 from tokenkeeper.schedule import Plan, plan_refresh, retry_delay
 from tokenkeeper.spec import Spec, SpecError, parse_spec, secret_name_of
@@ -93,6 +93,8 @@ class Memory:
     retry_at: datetime | None = None
     attempted_hash: str | None = None
     last_failure_time: datetime | None = None
+    failure: Failure | None = None
+    """Why the latest attempt failed, while it stands; Ready says it meanwhile."""
     status: dict[str, Any] | None = None
     discovered: tuple[str, str, datetime] | None = None
     secret_version: str | None = None
@@ -114,6 +116,14 @@ class Failure:
         return cls(error.reason, error.message, error.retry, error.retry_after)
 
 
+class CredentialGone(Exception):
+    """The ClientCredential no longer exists, though no deletion was seen.
+
+    kopf does not report a deletion that happened while its watch was down;
+    the keeper drops such an object when its status write finds it gone.
+    """
+
+
 class _Stop(Exception):
     """Ends a pass early with a failure that was found before any request."""
 
@@ -131,7 +141,8 @@ class _Pass:
     now: datetime
     owner: Owner
     secret_name: str
-    actual: dict[str, Any] | None = None
+    actual: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
+    """The managed Secret as last read or written: it holds the token."""
     current: StoredToken | None = None
     spec: Spec | None = None
 
@@ -441,13 +452,16 @@ class Reconciler:
         recovered_after = memory.failures
 
         stored = StoredToken.issued(token, request_hash)
+        # Remembered before the write: if the write fails, the next pass writes
+        # this token again rather than asking the endpoint for another one.
+        memory.token = stored
         self._write_secret(run, stored)
         run.current = stored
-        memory.token = stored
         memory.failures = 0
         memory.retry_at = None
         memory.attempted_hash = request_hash
         memory.last_failure_time = None
+        memory.failure = None
         plan = self._plan(run)
 
         note = " ".join(n for n in (token.lifetime_note, plan.note) if n)
@@ -519,7 +533,12 @@ class Reconciler:
         assert run.memory.retry_at is not None
         if run.valid is not None:
             self._restore(run)
-        self._report(run, refreshed=None, refresh_at=run.memory.retry_at)
+        self._report(
+            run,
+            refreshed=None,
+            refresh_at=run.memory.retry_at,
+            failure=run.memory.failure,
+        )
         return self._wake(run, run.memory.retry_at)
 
     def _failed(
@@ -529,6 +548,7 @@ class Reconciler:
         previous = condition_of(memory.status or {}, reasons.REFRESHED)
         memory.failures += 1
         memory.last_failure_time = run.now
+        memory.failure = failure
         memory.attempted_hash = request_hash
         # Count the delay (and a Retry-After) from the answer, not from the start
         # of the pass: a request that took its whole timeout must not eat it.
@@ -731,7 +751,10 @@ class Reconciler:
         patch = status_patch(old, wanted)
         if patch is None:
             return
-        self._kube.patch_status(run.owner.namespace, run.owner.name, patch)
+        try:
+            self._kube.patch_status(run.owner.namespace, run.owner.name, patch)
+        except NotFound:
+            raise CredentialGone from None
         memory.status = wanted
 
     def _event(self, run: _Pass, type_: str, reason: str, message: str) -> None:

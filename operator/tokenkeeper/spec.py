@@ -9,6 +9,7 @@ slip through) and states each problem as a sentence for the status condition.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,17 @@ from tokenkeeper.schedule import RefreshPolicy
 AUTH_METHODS = ("client_secret_post", "client_secret_basic")
 RESERVED_PARAMS = frozenset({"grant_type", "client_id", "client_secret"})
 DEFAULT_SECRET_KEY = "client-secret"
+
+# What the API server accepts in metadata (apimachinery's validation): a
+# template it would refuse must fail here, before a token is requested, not at
+# the Secret write after it.
+_QUALIFIED_NAME = re.compile(
+    r"(?:(?P<prefix>[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*)/)?"
+    r"(?P<name>[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)"
+)
+_LABEL_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+_MAX_ANNOTATION_BYTES = 256 * 1024 - 4 * 1024
+"""The API server's 256 KiB for all annotations, less room for tokenkeeper's own."""
 
 
 class SpecError(Exception):
@@ -115,6 +127,7 @@ def parse_spec(body: Mapping[str, Any]) -> Spec:
     template = raw.get("secretTemplate") or {}
     if not isinstance(template, Mapping):
         raise SpecError("spec.secretTemplate must be an object")
+    _check_template(template)
 
     return Spec(
         token_url=token_url,
@@ -132,6 +145,45 @@ def parse_spec(body: Mapping[str, Any]) -> Spec:
         if raw.get("caBundleRef")
         else None,
     )
+
+
+def _check_template(template: Mapping[str, Any]) -> None:
+    for field in ("labels", "annotations"):
+        values = template.get(field) or {}
+        if not isinstance(values, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in values.items()
+        ):
+            raise SpecError(f"spec.secretTemplate.{field} must map strings to strings")
+        for key in values:
+            if not _is_qualified_name(key):
+                raise SpecError(
+                    f"spec.secretTemplate.{field} key {key[:100]!r} is not a valid "
+                    "Kubernetes key (an optional DNS prefix and a slash, then at "
+                    "most 63 letters, digits, '-', '_' or '.')"
+                )
+        if field == "labels":
+            for key, value in values.items():
+                if len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
+                    raise SpecError(
+                        f"spec.secretTemplate.labels value of {key!r} is not a "
+                        "valid label value (at most 63 letters, digits, '-', '_' "
+                        "or '.', starting and ending with a letter or digit)"
+                    )
+        elif sum(len(k) + len(v.encode()) for k, v in values.items()) > (
+            _MAX_ANNOTATION_BYTES
+        ):
+            raise SpecError(
+                "spec.secretTemplate.annotations are too large in total for a "
+                f"Secret (at most {_MAX_ANNOTATION_BYTES // 1024} KiB)"
+            )
+
+
+def _is_qualified_name(key: str) -> bool:
+    match = _QUALIFIED_NAME.fullmatch(key)
+    if match is None:
+        return False
+    prefix = match.group("prefix") or ""
+    return len(match.group("name")) <= 63 and len(prefix) <= 253
 
 
 def _optional_str(raw: Mapping[str, Any], field: str) -> str | None:

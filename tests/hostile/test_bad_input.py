@@ -84,6 +84,11 @@ SCHEMA_ERRORS = [
     pytest.param(
         {"clientSecretRef": None}, "spec.clientSecretRef: Required value", id="no-ref"
     ),
+    pytest.param(
+        {"secretTemplate": {"labels": {"team": "billing team"}}},
+        "spec.secretTemplate.labels.team in body should match",
+        id="label-value",
+    ),
 ]
 
 
@@ -161,6 +166,12 @@ UNUSABLE = [
         "CABundleNotFound",
         "holds no PEM certificate",
         id="ca-bundle-not-pem",
+    ),
+    pytest.param(
+        lambda server: {"secretTemplate": {"labels": {"team/a/b": "x"}}},
+        "InvalidSpec",
+        "spec.secretTemplate.labels key 'team/a/b' is not a valid kubernetes key",
+        id="label-key",
     ),
 ]
 
