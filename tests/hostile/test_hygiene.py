@@ -1,13 +1,16 @@
 """Tokens and client secrets never appear in logs, events, status or errors.
 
-Canary values are planted: a client secret made for this test, and every
-access token the token servers issue (collected on the server side). Two
+Canary values are planted: a client secret made for this test (with reserved
+and non-ASCII characters, so its encoded forms differ from it), and every
+access token the token servers issue or offer (collected on the server side). Two
 operators run at DEBUG level, one with the default log format and one with
 JSON, each serving its own namespace, through successes, refreshes, a restore
 and every kind of failure, including servers that echo the secret and the
 last token back in error_description, in an error code, in an HTML page and
-in a redirect's Location. Then everything the operators emitted is searched
-for the canaries, as they are and as base64 and form encoding would show them.
+in a redirect's Location, and one that echoes the whole request back. Then
+everything the operators emitted is searched for the canaries, as they are and
+as base64 and form encoding would show them, and for any 16-character piece of
+a token, so that a token cut short in a quoted message is found too.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from devenv.tokenserver import (
 from tests.cluster import Cluster, basic_spec, wait_for
 from tests.hostile.conftest import StartOperator, wait_condition, wait_ready
 
-CANARY_SECRET = f"hygiene-canary-{uuid.uuid4().hex}"
+CANARY_SECRET = f"hygiene+canary/{uuid.uuid4().hex}=&é %"
 CLIENT_ID = "hygiene-app"
 
 
@@ -46,11 +49,18 @@ class Issuer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.tokens: list[str] = []
+        self.offered: list[str] = []
+        """Tokens in answers the operator must refuse: canaries all the same."""
 
     def issue(self, request: RecordedRequest) -> Reply:
         reply = token_response(expires_in=3)
         with self._lock:
             self.tokens.append(reply.json["access_token"])
+        return reply
+
+    def offer(self, reply: Reply) -> Reply:
+        with self._lock:
+            self.offered.append(reply.json["access_token"])
         return reply
 
     def last(self) -> str:
@@ -65,6 +75,10 @@ def _echoing(
 
     def said() -> str:
         return f"client_secret={CANARY_SECRET} token={issuer.last()}"
+
+    def echo(request: RecordedRequest) -> Reply:
+        everything = f"{request.body.decode()} {request.header('Authorization')}"
+        return oauth_error("invalid_request", everything)
 
     def page(status: int) -> Reply:
         plain = html_page(status)
@@ -91,11 +105,15 @@ def _echoing(
             "UnexpectedRedirect",
         ),
         "echo-bad-token": (
-            lambda r: token_response(
-                expires_in=300, opaque=True, scope=said(), token_type=CANARY_SECRET
+            lambda r: issuer.offer(
+                token_response(
+                    expires_in=300, opaque=True, scope=said(), token_type=CANARY_SECRET
+                )
             ),
             "InvalidTokenResponse",
         ),
+        "echo-request": (echo, "InvalidRequest"),
+        "echo-request-basic": (echo, "InvalidRequest"),
         "throttled": (lambda r: throttled(1), "RateLimited"),
         "timeout": (lambda r: delayed(3), "Timeout"),
         "huge": (lambda r: huge_body(2 * 1024 * 1024), "InvalidTokenResponse"),
@@ -129,7 +147,8 @@ def _run_scenario(
 ) -> None:
     cluster.create_client_secret(namespace, value=CANARY_SECRET)
     for mode, (server, _) in servers.items():
-        method = "client_secret_basic" if mode == "ok" else "client_secret_post"
+        basic = mode in ("ok", "echo-request-basic")
+        method = "client_secret_basic" if basic else "client_secret_post"
         spec = basic_spec(server, clientID=CLIENT_ID, authMethod=method)
         cluster.create_credential(namespace, mode, spec)
     cluster.create_credential(
@@ -141,13 +160,21 @@ def _run_scenario(
 
 def _encodings(value: str) -> set[str]:
     raw = value.encode()
+    form = urllib.parse.quote_plus(value)
     return {
         value,
         base64.b64encode(raw).decode(),
         base64.urlsafe_b64encode(raw).decode().rstrip("="),
-        urllib.parse.quote_plus(value),
+        form,
+        urllib.parse.quote(value, safe=""),
         base64.b64encode(f"{CLIENT_ID}:{value}".encode()).decode(),
+        base64.b64encode(f"{CLIENT_ID}:{form}".encode()).decode(),
     }
+
+
+def _pieces(token: str, size: int = 16) -> set[str]:
+    """Every piece of ``size`` characters, at every eighth offset."""
+    return {token[i : i + size] for i in range(0, len(token) - size + 1, 8)}
 
 
 def test_no_token_or_client_secret_appears_in_anything_the_operator_emits(
@@ -217,9 +244,10 @@ def test_no_token_or_client_secret_appears_in_anything_the_operator_emits(
             cluster.core.delete_namespace(namespace)
 
     canaries = _encodings(CANARY_SECRET)
-    for token in issuer.tokens:
-        canaries |= _encodings(token)
+    for token in issuer.tokens + issuer.offered:
+        canaries |= _encodings(token) | _pieces(token)
     assert len(issuer.tokens) >= 4, "too few tokens issued to prove anything"
+    assert issuer.offered, "no refused token was offered"
     leaks = [
         (where, canary[:12])
         for where, text in emitted.items()
