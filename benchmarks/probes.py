@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -64,6 +65,47 @@ def request_delta(
         for verb, resource in sorted(after)
         if resource.split("/")[0] in wanted
         and after[verb, resource] > before[verb, resource]
+    }
+
+
+_BUCKET = re.compile(
+    r'^tokenkeeper_refresh_lag_seconds_bucket\{le="(?P<le>[^"]+)"\} (?P<n>\S+)$'
+)
+
+
+def refresh_lag_buckets(port: int) -> dict[float, float]:
+    """The operator's refresh-lag histogram: cumulative count by upper bound."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        float(m["le"]): float(m["n"])
+        for m in map(_BUCKET.match, text.splitlines())
+        if m is not None
+    }
+
+
+def lag_figures(
+    before: Mapping[float, float], after: Mapping[float, float]
+) -> dict[str, Any]:
+    """How late routine refreshes started in a window, from two histogram scrapes.
+
+    The histogram keeps buckets, not samples: percentiles are the bucket bound
+    they fall under ("at most").
+    """
+    delta = {le: after[le] - before.get(le, 0.0) for le in sorted(after)}
+    total = delta.get(float("inf"), 0.0)
+    if not total:
+        return {"refreshes": 0}
+
+    def at_most(share: float) -> float:
+        return next(le for le, n in delta.items() if n >= share * total)
+
+    return {
+        "refreshes": int(total),
+        "within_1s_share": delta.get(1.0, 0.0) / total,
+        "p50_at_most_s": at_most(0.5),
+        "p99_at_most_s": at_most(0.99),
     }
 
 

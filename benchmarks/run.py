@@ -58,7 +58,7 @@ from tokenkeeper.schedule import RefreshPolicy, refresh_lead
 from benchmarks import probes, profiling
 from benchmarks.secret_watch import SecretWatch
 from devenv.controlplane import ControlPlane
-from devenv.runner import OperatorProcess
+from devenv.runner import OperatorProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP, VERSION, PLURAL = "tokenkeeper.dev", "v1alpha1", "clientcredentials"
@@ -118,6 +118,8 @@ class Bench:
             raise SystemExit("bench: --profile needs py-spy (pip install py-spy)")
         self.plane = ControlPlane()
         self.endpoint: subprocess.Popen[str] | None = None
+        self.metrics_port = 0
+        """The running operator's --metrics-port (its refresh-lag histogram)."""
         self.token_url = ""
         self.own_cpu_at_start = _own_cpu()
 
@@ -241,10 +243,12 @@ class Bench:
         if self.args.operator_path:
             os.environ["PYTHONPATH"] = str(Path(self.args.operator_path).resolve())
         try:
+            self.metrics_port = free_port()
             process = OperatorProcess(
                 self.operator_kubeconfig,
                 self.artifacts / f"operator-{phase}.log",
                 f"--workers={self.settings.workers}",
+                f"--metrics-port={self.metrics_port}",
             )
             with process:
                 yield process
@@ -454,6 +458,7 @@ def sustained_phase(
             "min_remaining_s": min(remaining, default=None),
             "remaining_percentiles_s": probes.percentiles(remaining, (1, 50)),
             "lapses": sum(1 for r in remaining if r <= 0) + lapsed_at_end,
+            "refresh_lag": probes.lag_figures(before["lag"], after["lag"]),
             "token_requests": token_requests,
             "token_requests_per_refresh": token_requests / per_refresh,
             "api_requests": requests,
@@ -498,6 +503,7 @@ def _snapshot(bench: Bench, pid: int, client_id: str) -> dict[str, Any]:
         "operator": probes.process_sample(pid),
         "servers": probes.cpu_seconds(bench.server_pids()),
         "endpoint": probes.process_sample(endpoint_pid).cpu_seconds,
+        "lag": probes.refresh_lag_buckets(bench.metrics_port),
         "ours": _own_cpu(),
         "busy": probes.machine_busy(),
     }
@@ -574,6 +580,19 @@ def table(results: dict[str, Any]) -> str:
                 "> 0",
             ),
             ("lapses (token expired)", lambda p: f"{p['lapses']}", "0"),
+            (
+                "refreshes started within 1 s of plan",
+                lambda p: _share(p["refresh_lag"].get("within_1s_share")),
+                "all",
+            ),
+            (
+                "  lag p50 / p99 (s, at most)",
+                lambda p: (
+                    f"{p['refresh_lag'].get('p50_at_most_s', '-')} / "
+                    f"{p['refresh_lag'].get('p99_at_most_s', '-')}"
+                ),
+                "< 1",
+            ),
             (
                 "token requests per refresh",
                 lambda p: f"{p['token_requests_per_refresh']:.3f}",
@@ -668,6 +687,10 @@ def table(results: dict[str, Any]) -> str:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f} ms"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
 
 
 def _s(value: float | None) -> str:

@@ -36,6 +36,16 @@ SECRET_CONFLICT: Final = "SecretConflict"
 """A Secret with the target name exists and is not owned by this object."""
 URL_NOT_ALLOWED: Final = "URLNotAllowed"
 """The operator's outbound guard refuses the token endpoint's URL."""
+FOUND_BEFORE_REQUEST: Final = frozenset(
+    {
+        INVALID_SPEC,
+        CLIENT_SECRET_NOT_FOUND,
+        CA_BUNDLE_NOT_FOUND,
+        SECRET_CONFLICT,
+        URL_NOT_ALLOWED,
+    }
+)
+"""The reasons above: a pass that gets past them has mended them."""
 
 # Reasons from talking to the endpoint (transient: retried with backoff).
 CONNECTION_FAILED: Final = "ConnectionFailed"

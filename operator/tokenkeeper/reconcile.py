@@ -507,7 +507,8 @@ class Reconciler:
         self._restore(run)
         run.memory.token = run.current
         plan = self._plan(run)
-        previous = condition_of(run.memory.status or {}, reasons.REFRESHED)
+        memory = run.memory
+        previous = condition_of(memory.status or {}, reasons.REFRESHED)
         refreshed = None
         if previous is None or previous.get("reason") in (reasons.PENDING, None):
             refreshed = (
@@ -515,6 +516,23 @@ class Reconciler:
                 reasons.TOKEN_ISSUED,
                 f"Resumed with the token issued at {rfc3339(run.current.issued_at)}; "
                 f"next refresh at {rfc3339(plan.refresh_at)}.",
+            )
+        elif (
+            previous.get("status") == "False"
+            and previous.get("reason") in reasons.FOUND_BEFORE_REQUEST
+        ):
+            # A problem found before any request (a missing Secret, a URL the
+            # guard refused until the operator's flags changed) was mended and
+            # the token in use is still good: say so now, not at the next
+            # routine refresh.
+            memory.failures, memory.failure = 0, None
+            memory.retry_at = memory.last_failure_time = None
+            refreshed = (
+                True,
+                reasons.TOKEN_ISSUED,
+                f"The problem was resolved; the token issued at "
+                f"{rfc3339(run.current.issued_at)} stays in use until the next "
+                f"refresh at {rfc3339(plan.refresh_at)}.",
             )
         self._report(run, refreshed=refreshed, refresh_at=plan.refresh_at)
         return plan.refresh_at

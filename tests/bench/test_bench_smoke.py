@@ -39,6 +39,7 @@ SUSTAINED_KEYS = {
     "scheduled_refreshes_per_second",
     "min_remaining_s",
     "lapses",
+    "refresh_lag",
     "token_requests_per_refresh",
     "api_writes_per_refresh",
     "api_reads_per_refresh",
@@ -90,5 +91,6 @@ def test_the_smoke_run_prints_a_table_and_writes_every_figure(tmp_path: Path) ->
     for figures in results["sustained"].values():
         assert set(figures) >= SUSTAINED_KEYS
         assert figures["refreshes"] > 0
+        assert figures["refresh_lag"]["refreshes"] > 0
     assert set(results["floor"]) >= FLOOR_KEYS
     assert results["floor"]["operations"] > 0

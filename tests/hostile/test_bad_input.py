@@ -17,7 +17,7 @@ import pytest
 
 from devenv.tokenserver import TokenServer, delayed
 from tests.cluster import GROUP, VERSION, Cluster, basic_spec
-from tests.hostile.conftest import wait_condition, wait_ready
+from tests.hostile.conftest import StartOperator, wait_condition, wait_ready
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -283,3 +283,41 @@ def test_broken_objects_do_not_delay_a_good_one(
 
         wait_ready(cluster, namespace, "good", timeout=3)
         assert stalling.count() == 3
+
+
+def test_a_refusal_mended_outside_the_spec_clears_without_a_new_token(
+    cluster: Cluster,
+    namespace: str,
+    token_server: TokenServer,
+    solo_operator: StartOperator,
+) -> None:
+    cluster.create_client_secret(namespace)
+    first = solo_operator(f"--namespace={namespace}", log_name="first.log")
+    cluster.create_credential(namespace, "billing", basic_spec(token_server))
+    token = wait_ready(cluster, namespace, "billing")
+    first.stop()
+    strict = solo_operator(
+        f"--namespace={namespace}",
+        "--allowed-hosts=sso.example.test",
+        log_name="strict.log",
+    )
+    wait_condition(
+        cluster,
+        namespace,
+        "billing",
+        "Refreshed",
+        status="False",
+        reason="URLNotAllowed",
+    )
+    strict.stop()
+    asked = token_server.count("/token")
+
+    solo_operator(f"--namespace={namespace}", log_name="mended.log")
+
+    refreshed = wait_condition(
+        cluster, namespace, "billing", "Refreshed", status="True", timeout=15
+    )
+    assert "resolved" in refreshed["message"]
+    assert cluster.credential(namespace, "billing")["status"]["failedAttempts"] == 0
+    assert token_server.count("/token") == asked
+    assert cluster.token(namespace, "billing") == token
