@@ -635,8 +635,23 @@ class Reconciler:
         desired = desired_secret(run.owner, run.secret_name, run.current, spec_template)
         if not needs_write(run.actual, desired):
             return False
-        what = "deleted" if run.actual is None else "changed"
+        # Written because someone else deleted or edited it, or because the spec
+        # now asks for another name, labels or annotations.
+        if run.actual is None:
+            what = "deleted"
+            outside = (run.memory.status or {}).get("secretName") == run.secret_name
+        else:
+            what = "changed"
+            version = run.actual["metadata"].get("resourceVersion")
+            outside = version != run.memory.secret_version
         self._put(run, desired)
+        if not outside:
+            logger.info(
+                "[%s/%s] Wrote the current token to Secret %s as the spec now asks.",
+                *_ref(run),
+                run.secret_name,
+            )
+            return True
         self._event(
             run,
             "Normal",

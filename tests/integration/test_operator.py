@@ -285,6 +285,38 @@ def test_an_edited_managed_secret_is_restored(
     assert "extra" not in secret["data"]
 
 
+def test_a_template_or_secret_name_change_rewrites_the_secret_without_a_request(
+    cluster: Cluster, namespace: str, token_server: TokenServer
+) -> None:
+    cluster.create_client_secret(namespace)
+    cluster.create_credential(namespace, "billing", basic_spec(token_server))
+    wait_for(lambda: ready(cluster, namespace, "billing"))
+    token = cluster.token(namespace, "billing")
+
+    template = {"labels": {"team": "billing"}, "annotations": {"owner": "ops"}}
+    cluster.patch_credential(
+        namespace, "billing", {"spec": {"secretTemplate": template}}
+    )
+    wait_for(
+        lambda: (
+            (cluster.secret(namespace, "billing") or {})["metadata"]
+            .get("labels", {})
+            .get("team")
+            == "billing"
+        ),
+        timeout=10,
+    )
+    cluster.patch_credential(namespace, "billing", {"spec": {"secretName": "renamed"}})
+    wait_for(lambda: cluster.token(namespace, "renamed") == token, timeout=10)
+
+    secret = cluster.secret(namespace, "billing")
+    assert secret is not None
+    assert secret["metadata"]["annotations"]["owner"] == "ops"
+    assert token_server.count("/token") == 1
+    reasons = [e["reason"] for e in cluster.events(namespace, "billing")]
+    assert "SecretRestored" not in reasons
+
+
 def test_a_refresh_request_annotation_gets_a_new_token_and_is_acknowledged(
     cluster: Cluster, namespace: str, token_server: TokenServer
 ) -> None:
