@@ -37,7 +37,6 @@ from tokenkeeper.status import condition_of, parse_rfc3339
 
 SUCCESS, FAILURE, ERROR = "success", "failure", "error"
 """``result`` label values: a token issued, a TokenError, an unexpected exception."""
-INTERNAL_ERROR = "InternalError"
 """``reason`` for an unexpected exception: a bug, also logged with a traceback."""
 
 _OBJECT = ("namespace", "name")
@@ -134,7 +133,7 @@ class Metrics(Observer):
             self.requests.labels(FAILURE, e.reason).inc()
             raise
         except Exception:
-            self.requests.labels(ERROR, INTERNAL_ERROR).inc()
+            self.requests.labels(ERROR, reasons.INTERNAL_ERROR).inc()
             raise
         else:
             self.requests.labels(SUCCESS, reasons.TOKEN_ISSUED).inc()

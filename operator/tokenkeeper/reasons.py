@@ -78,3 +78,8 @@ INVALID_GRANT: Final = "InvalidGrant"
 """invalid_grant: the server refused the grant itself."""
 TOKEN_ENDPOINT_ERROR: Final = "TokenEndpointError"
 """Any other OAuth error code, quoted in the message."""
+
+# Ours.
+INTERNAL_ERROR: Final = "InternalError"
+"""Requesting a token failed in a way tokenkeeper does not expect: a bug,
+logged with a traceback; retried like a transient failure."""

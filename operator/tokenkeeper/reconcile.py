@@ -242,6 +242,21 @@ class Reconciler:
                 token = self._fetch(run, request)
         except TokenError as e:
             return self._failed(run, Failure.of(e), request_hash=request_hash)
+        except Exception as e:
+            # A bug, or a library's surprise at a hostile answer: say so where
+            # people look, not only in the log, and retry as if transient.
+            logger.exception(
+                "[%s/%s] Unexpected %s while requesting a token",
+                *_ref(run),
+                type(e).__name__,
+            )
+            failure = Failure(
+                reasons.INTERNAL_ERROR,
+                f"requesting a token failed unexpectedly ({type(e).__name__}); "
+                "the operator's log has the details",
+                Retry.TRANSIENT,
+            )
+            return self._failed(run, failure, request_hash=request_hash)
         logger.debug("[%s/%s] token request succeeded (%s)", *_ref(run), due)
         return self._issued(run, token, request_hash)
 

@@ -11,7 +11,8 @@ that enrol their socket with the calling thread's ``Deadline``; when it
 passes, the Deadline shuts those sockets down, which wakes the blocked read
 with an error that the caller reports as a timeout. Sessions also keep no
 cookies and ignore proxy and netrc settings from the environment, since one
-session serves every object and namespace that share a worker thread.
+session serves every object and namespace that share a worker thread, and
+never work out where a redirect leads: they are not followed.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def deadline(seconds: float) -> Iterator[Deadline]:
 
 def new_session() -> requests.Session:
     """A session for token requests: deadline-aware, cookie-free, no env proxies."""
-    session = requests.Session()
+    session = _Session()
     session.trust_env = False
     session.cookies.set_policy(_NoCookies())
     adapter = _Adapter()
@@ -124,6 +125,14 @@ class _Adapter(requests.adapters.HTTPAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _HTTPSPool}
+
+
+class _Session(requests.Session):
+    def get_redirect_target(self, resp: requests.Response) -> None:
+        # Redirects are never followed, and requests would still decode a
+        # Location header as UTF-8 to prepare the next hop, raising
+        # UnicodeDecodeError on a hostile one. Callers read 3xx themselves.
+        return None
 
 
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):

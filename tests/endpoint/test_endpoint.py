@@ -576,3 +576,14 @@ def test_discovery_accepts_the_issuer_with_a_trailing_slash(
     server: ts.TokenServer, session: requests.Session
 ) -> None:
     assert discover_token_url(server.url + "/", session, SETTINGS) == server.token_url
+
+
+def test_a_redirect_to_a_location_that_is_not_utf8_is_reported_not_a_crash(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    server.script(ts.redirect("https://elsewhere.example/?q=caf\u00e9"))
+
+    e = fail(server, session)
+
+    assert e.reason == reasons.UNEXPECTED_REDIRECT
+    assert "https://elsewhere.example" in e.message
