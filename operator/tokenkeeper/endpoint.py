@@ -220,7 +220,7 @@ def discover_token_url(
     # client secret goes.
     issuer = document.get("issuer")
     if not isinstance(issuer, str) or issuer.rstrip("/") != issuer_url.rstrip("/"):
-        said = _quote(issuer, ()) if isinstance(issuer, str) else "none"
+        said = _quote(issuer, (), opaque=False) if isinstance(issuer, str) else "none"
         raise TokenError(
             reasons.DISCOVERY_FAILED,
             f"the discovery document names issuer {said!r}, not spec.issuerURL; "
@@ -344,7 +344,10 @@ def _send(
     with response:
         if 300 <= response.status_code < 400:
             location = response.headers.get("Location", "")
-            target = _origin(urllib.parse.urljoin(url, location)) if location else "?"
+            try:
+                target = _origin(urllib.parse.urljoin(url, location))
+            except ValueError:  # e.g. "http://[bad/", an unclosed IPv6 literal
+                target = "?"
             raise TokenError(
                 reasons.UNEXPECTED_REDIRECT,
                 f"{where} answered HTTP {response.status_code} with a redirect to "
@@ -408,7 +411,8 @@ def _raise_for_status(
 
     retry_after = _retry_after(headers.get("Retry-After"), now)
     if status == 429 or (status == 503 and retry_after is not None):
-        hint = f"; retrying after {retry_after:.0f} s as asked" if retry_after else ""
+        wait = min(retry_after or 0.0, 3600.0)  # what schedule.retry_delay honours
+        hint = f"; retrying after {wait:.0f} s as asked" if wait else ""
         raise TokenError(
             reasons.RATE_LIMITED,
             f"the token endpoint answered HTTP {status} (too many requests){hint}",
@@ -622,16 +626,21 @@ def _origin(url: str) -> str:
 
 def _describe_type(content_type: str) -> str:
     kind = content_type.split(";")[0].strip().lower()
-    return f"content type {_quote(kind, ())}" if kind else "no content type"
+    return (
+        f"content type {_quote(kind, (), opaque=False)}" if kind else "no content type"
+    )
 
 
-def _quote(text: str, secrets: Iterable[str]) -> str:
+def _quote(text: str, secrets: Iterable[str], *, opaque: bool = True) -> str:
     """Server-sent text made safe to show: printable, short, no known secret in it,
-    and no long opaque run that could be a token or a secret in another form."""
+    and (unless ``opaque`` is off, for text sent without any credential, such as
+    an issuer URL) no long opaque run that could be a token or an encoded secret.
+    """
     for secret in secrets:
         if secret:
             text = text.replace(secret, "[redacted]")
-    text = _OPAQUE_RUN.sub("[redacted]", text)
+    if opaque:
+        text = _OPAQUE_RUN.sub("[redacted]", text)
     text = "".join(ch if ch.isprintable() else " " for ch in text)
     if len(text) > _MAX_QUOTED_CHARS:
         text = text[:_MAX_QUOTED_CHARS] + "..."

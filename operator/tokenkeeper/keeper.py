@@ -249,8 +249,10 @@ class Keeper:
             except asyncio.CancelledError:
                 raise
             except CredentialGone:
-                logger.info(
-                    "[%s/%s] The ClientCredential is gone; forgetting it.", *key
+                logger.warning(
+                    "[%s/%s] The ClientCredential is gone, though no deletion was "
+                    "seen (the watch may have missed it); forgetting it.",
+                    *key,
                 )
                 if self._entries.get(key) is entry:
                     self._cancel(key)

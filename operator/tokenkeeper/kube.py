@@ -109,6 +109,24 @@ class Kube:
             {"status": status},
         )
 
+    def credential_uid(self, namespace: str, name: str) -> str | None:
+        """The uid of a ClientCredential, or None if there is none by that name.
+
+        A list with a field selector, not a GET: list is the verb kopf's watch
+        already needs, and the RBAC grants no more.
+        """
+        found = _call(
+            f"LIST clientcredentials {namespace}/{name}",
+            self._custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            field_selector=f"metadata.name={name}",
+        )
+        items = found.get("items") or []
+        return str(items[0]["metadata"]["uid"]) if items else None
+
     def post_event(
         self,
         involved: Mapping[str, Any],
@@ -184,10 +202,12 @@ class Kube:
 
 
 def _call(
-    call: str, method: Any, *args: Any, timeout: float | None = None
+    call: str, method: Any, *args: Any, timeout: float | None = None, **kwargs: Any
 ) -> dict[str, Any]:
     try:
-        response = method(*args, _preload_content=False, _request_timeout=timeout)
+        response = method(
+            *args, _preload_content=False, _request_timeout=timeout, **kwargs
+        )
     except ApiException as e:
         error = {409: Conflict, 404: NotFound}.get(e.status or 0, KubeError)
         raise error(call, e.status, _explanation(e.body)) from None

@@ -99,6 +99,11 @@ class Memory:
     discovered: tuple[str, str, datetime] | None = None
     secret_version: str | None = None
     """resourceVersion of the managed Secret as this operator last saw or wrote it."""
+    secret_name: str | None = None
+    """The managed Secret's name when it was last seen to exist."""
+    unwritten: Token | None = None
+    """A token obtained whose Secret write failed: the next pass writes it and
+    reports it as issued, instead of asking the endpoint for another."""
     started: bool = False
 
 
@@ -195,6 +200,8 @@ class Reconciler:
         finally:
             meta = (run.actual or {}).get("metadata") or {}
             memory.secret_version = meta.get("resourceVersion")
+            if run.actual is not None:
+                memory.secret_name = run.secret_name
 
     def _start(self, body: Mapping[str, Any], memory: Memory) -> _Pass:
         meta = body["metadata"]
@@ -446,8 +453,12 @@ class Reconciler:
         try:
             self._guard.check(token_url, "the discovered token_endpoint")
         except URLNotAllowed as e:
+            # Not URLNotAllowed: that reason means no request was sent, and
+            # the discovery request was.
             raise TokenError(
-                reasons.URL_NOT_ALLOWED, str(e), retry=Retry.LOCAL
+                reasons.DISCOVERY_FAILED,
+                f"OIDC discovery named a token endpoint the operator refuses: {e}",
+                retry=Retry.CREDENTIAL,
             ) from None
         run.memory.discovered = (issuer_url, token_url, run.now)
         return token_url
@@ -462,19 +473,22 @@ class Reconciler:
     # to wake next.
 
     def _issued(self, run: _Pass, token: Token, request_hash: str) -> datetime:
+        stored = StoredToken.issued(token, request_hash)
+        run.memory.token, run.memory.unwritten = stored, token
+        self._write_secret(run, stored)
+        return self._announce(run, token, stored)
+
+    def _announce(self, run: _Pass, token: Token, stored: StoredToken) -> datetime:
+        """Report a token that the Secret now holds as issued."""
         memory = run.memory
         previous = condition_of(memory.status or {}, reasons.REFRESHED)
         recovered_after = memory.failures
 
-        stored = StoredToken.issued(token, request_hash)
-        # Remembered before the write: if the write fails, the next pass writes
-        # this token again rather than asking the endpoint for another one.
-        memory.token = stored
-        self._write_secret(run, stored)
         run.current = stored
+        memory.unwritten = None
         memory.failures = 0
         memory.retry_at = None
-        memory.attempted_hash = request_hash
+        memory.attempted_hash = stored.request_hash
         memory.last_failure_time = None
         memory.failure = None
         plan = self._plan(run)
@@ -519,10 +533,13 @@ class Reconciler:
     def _keep(self, run: _Pass) -> datetime:
         """No request due: keep the Secret holding the current token, report, sleep."""
         assert run.current is not None
-        self._restore(run)
-        run.memory.token = run.current
-        plan = self._plan(run)
         memory = run.memory
+        if memory.unwritten is not None and memory.token is run.current:
+            self._restore(run, outside=False)
+            return self._announce(run, memory.unwritten, run.current)
+        self._restore(run)
+        memory.token = run.current
+        plan = self._plan(run)
         previous = condition_of(memory.status or {}, reasons.REFRESHED)
         refreshed = None
         if previous is None or previous.get("reason") in (reasons.PENDING, None):
@@ -643,8 +660,13 @@ class Reconciler:
 
     # Writing.
 
-    def _restore(self, run: _Pass) -> bool:
-        """Make the Secret hold the current token again; True if it was written."""
+    def _restore(self, run: _Pass, *, outside: bool | None = None) -> bool:
+        """Make the Secret hold the current token again; True if it was written.
+
+        ``outside`` says whether someone else deleted or changed the Secret (an
+        event tells of it); by default it is worked out from what this
+        operator last saw.
+        """
         assert run.current is not None
         spec_template = (run.body.get("spec") or {}).get("secretTemplate") or {}
         desired = desired_secret(run.owner, run.secret_name, run.current, spec_template)
@@ -652,17 +674,17 @@ class Reconciler:
             return False
         # Written because someone else deleted or edited it, or because the spec
         # now asks for another name, labels or annotations.
-        if run.actual is None:
-            what = "deleted"
-            outside = (run.memory.status or {}).get("secretName") == run.secret_name
-        else:
-            what = "changed"
-            version = run.actual["metadata"].get("resourceVersion")
-            outside = version != run.memory.secret_version
+        what = "deleted" if run.actual is None else "changed"
+        if outside is None:
+            if run.actual is None:
+                outside = run.memory.secret_name == run.secret_name
+            else:
+                version = run.actual["metadata"].get("resourceVersion")
+                outside = version != run.memory.secret_version
         self._put(run, desired)
         if not outside:
             logger.info(
-                "[%s/%s] Wrote the current token to Secret %s as the spec now asks.",
+                "[%s/%s] Wrote the current token to Secret %s.",
                 *_ref(run),
                 run.secret_name,
             )
@@ -802,7 +824,12 @@ class Reconciler:
         try:
             self._kube.patch_status(run.owner.namespace, run.owner.name, patch)
         except NotFound:
-            raise CredentialGone from None
+            # Gone, or replaced by a namesake; anything else (a status
+            # subresource missing after a CRD change) is an API error.
+            namespace, name = _ref(run)
+            if self._kube.credential_uid(namespace, name) != run.owner.uid:
+                raise CredentialGone from None
+            raise
         memory.status = wanted
 
     def _event(self, run: _Pass, type_: str, reason: str, message: str) -> None:

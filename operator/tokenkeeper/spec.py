@@ -155,7 +155,8 @@ def _check_template(template: Mapping[str, Any]) -> None:
         ):
             raise SpecError(f"spec.secretTemplate.{field} must map strings to strings")
         for key in values:
-            if not _is_qualified_name(key):
+            # The API server lower-cases annotation keys before it checks them.
+            if not _is_qualified_name(key if field == "labels" else key.lower()):
                 raise SpecError(
                     f"spec.secretTemplate.{field} key {key[:100]!r} is not a valid "
                     "Kubernetes key (an optional DNS prefix and a slash, then at "

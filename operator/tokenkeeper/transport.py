@@ -37,12 +37,14 @@ class Deadline:
 
     def __init__(self, seconds: float) -> None:
         self.expired = False
+        self._done = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
 
     def enrol(self, sock: socket.socket | None) -> None:
+        """Shut ``sock`` down when the deadline passes."""
         if sock is None:
             return
         with self._lock:
@@ -53,10 +55,18 @@ class Deadline:
 
     def _expire(self) -> None:
         with self._lock:
+            if self._done:  # the exchange ended as the timer fired
+                return
             self.expired = True
             sockets = list(self._sockets)
         for sock in sockets:
             _shut(sock)
+
+    def _end(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._done = True
+            self._sockets.clear()
 
 
 @contextlib.contextmanager
@@ -69,7 +79,7 @@ def deadline(seconds: float) -> Iterator[Deadline]:
     try:
         yield watch
     finally:
-        watch._timer.cancel()
+        watch._end()
         _current.deadline = outer
 
 
@@ -101,7 +111,11 @@ def _enrol(sock: socket.socket | None) -> None:
 class _EnrollingConnection(HTTPConnection):
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
-        _enrol(sock)  # before a TLS handshake, which can be dragged out too
+        # Plain http sends the request on this very socket. For https it is
+        # detached when wrapped; CPython bounds the whole TLS handshake by the
+        # socket's timeout (the connect timeout), and ``request`` enrols the
+        # wrapped socket.
+        _enrol(sock)
         return sock
 
     def request(self, *args: Any, **kwargs: Any) -> None:

@@ -578,12 +578,55 @@ def test_discovery_accepts_the_issuer_with_a_trailing_slash(
     assert discover_token_url(server.url + "/", session, SETTINGS) == server.token_url
 
 
-def test_a_redirect_to_a_location_that_is_not_utf8_is_reported_not_a_crash(
-    server: ts.TokenServer, session: requests.Session
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        ("https://elsewhere.example/?q=caf\u00e9", "https://elsewhere.example"),
+        ("http://[bad/", "redirect to ?"),
+    ],
+    ids=["not-utf8", "unclosed-ipv6"],
+)
+def test_a_redirect_to_a_hostile_location_is_reported_not_a_crash(
+    server: ts.TokenServer, session: requests.Session, location: str, shown: str
 ) -> None:
-    server.script(ts.redirect("https://elsewhere.example/?q=caf\u00e9"))
+    server.script(ts.redirect(location))
 
     e = fail(server, session)
 
     assert e.reason == reasons.UNEXPECTED_REDIRECT
-    assert "https://elsewhere.example" in e.message
+    assert shown in e.message
+
+
+def test_a_tls_handshake_trickling_in_ends_at_the_connect_timeout(
+    session: requests.Session,
+) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)  # the ClientHello
+            # A handshake record announcing 16 KiB, then one byte at a time.
+            with contextlib.suppress(OSError):
+                connection.sendall(b"\x16\x03\x03\x40\x00")
+                while not stop.wait(0.3):
+                    connection.sendall(b"\x00")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"https://127.0.0.1:{listener.getsockname()[1]}/token"
+    started = time.monotonic()
+
+    try:
+        with pytest.raises(TokenError) as caught:
+            fetch_token(TokenRequest(url, "app", SECRET), session, SETTINGS, now())
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+    # CPython bounds a whole handshake by the socket timeout, not each read.
+    assert caught.value.reason == reasons.TIMEOUT
+    assert "(connect)" in caught.value.message
+    assert time.monotonic() - started < 25

@@ -171,8 +171,8 @@ def test_a_discovered_token_endpoint_is_guarded_too(
         "discovered",
         "Refreshed",
         status="False",
-        reason="URLNotAllowed",
+        reason="DiscoveryFailed",
     )
-    assert "The discovered token_endpoint resolves" in refreshed["message"]
+    assert "the discovered token_endpoint resolves" in refreshed["message"]
     assert tls_server.count("/.well-known/openid-configuration") == 1
     assert tls_server.count("/token") == 0

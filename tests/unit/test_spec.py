@@ -53,3 +53,13 @@ def test_a_template_the_api_server_would_refuse_is_an_invalid_spec(
         parse_spec(body(secretTemplate=template))
 
     assert says in str(refused.value)
+
+
+def test_annotation_keys_may_have_an_upper_case_prefix_as_the_api_server_allows() -> (
+    None
+):
+    template = {"annotations": {"Example.COM/owner": "ops"}}
+
+    spec = parse_spec(body(secretTemplate=template))
+
+    assert spec.secret_template == template
