@@ -99,6 +99,7 @@ class Keeper:
 
     def upsert(self, body: Mapping[str, Any]) -> None:
         """Take the newest body of an object; kick it if what it asks for changed."""
+        body = _slim(body)
         key = _key(body)
         uid = body["metadata"]["uid"]
         entry = self._entries.get(key)
@@ -290,6 +291,19 @@ class Keeper:
 def _key(body: Mapping[str, Any]) -> Key:
     meta = body["metadata"]
     return meta["namespace"], meta["name"]
+
+
+def _slim(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The body without managedFields, which no pass reads.
+
+    Held for every object between passes, they were about half of a body's
+    memory (the spec's and the status's field trees).
+    """
+    meta = body.get("metadata") or {}
+    if "managedFields" not in meta:
+        return body
+    slim_meta = {k: v for k, v in meta.items() if k != "managedFields"}
+    return {**body, "metadata": slim_meta}
 
 
 def _wants(body: Mapping[str, Any]) -> tuple[Any, ...]:
