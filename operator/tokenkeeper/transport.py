@@ -2,9 +2,10 @@
 
 ``requests`` bounds each socket operation (connect, every read), not a whole
 exchange: a server that sends one byte just inside the read timeout, in its
-TLS handshake, status line, headers or body, holds the calling thread for as
-long as it likes. The keeper's worker threads are few and shared by every
-object, so a handful of such endpoints would stall every refresh.
+status line, headers or body, holds the calling thread for as long as it
+likes (a TLS handshake CPython bounds as a whole by the connect timeout). The
+keeper's worker threads are few and shared by every object, so a handful of
+such endpoints would stall every refresh.
 
 This module owns that bound. Sessions from ``new_session`` open connections
 that enrol their socket with the calling thread's ``Deadline``; when it
