@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import email.utils
 import enum
@@ -344,10 +345,11 @@ def _send(
     with response:
         if 300 <= response.status_code < 400:
             location = response.headers.get("Location", "")
-            try:
-                target = _origin(urllib.parse.urljoin(url, location))
-            except ValueError:  # e.g. "http://[bad/", an unclosed IPv6 literal
-                target = "?"
+            target = "?"
+            with contextlib.suppress(ValueError):  # "http://[bad/": unclosed IPv6
+                target = (
+                    _origin(urllib.parse.urljoin(url, location)) if location else "?"
+                )
             raise TokenError(
                 reasons.UNEXPECTED_REDIRECT,
                 f"{where} answered HTTP {response.status_code} with a redirect to "

@@ -630,3 +630,14 @@ def test_a_tls_handshake_trickling_in_ends_at_the_connect_timeout(
     assert caught.value.reason == reasons.TIMEOUT
     assert "(connect)" in caught.value.message
     assert time.monotonic() - started < 25
+
+
+def test_a_redirect_without_a_location_names_no_target(
+    server: ts.TokenServer, session: requests.Session
+) -> None:
+    server.script(ts.Reply(status=302))
+
+    e = fail(server, session)
+
+    assert e.reason == reasons.UNEXPECTED_REDIRECT
+    assert "redirect to ?" in e.message
