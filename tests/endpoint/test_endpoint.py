@@ -507,27 +507,29 @@ def test_a_body_trickling_in_byte_by_byte_is_cut_off_at_the_total_timeout(
     assert time.monotonic() - started < 25
 
 
-def test_headers_trickling_in_byte_by_byte_are_cut_off_at_the_total_timeout(
-    session: requests.Session,
-) -> None:
+def _trickled(
+    scheme: str, opening: bytes, byte: bytes, session: requests.Session
+) -> tuple[TokenError, float]:
+    """Ask a raw loopback server that reads the request, sends ``opening`` and
+    then ``byte`` every 0.2 s, for 30 s at most (a client that waits it out
+    fails rather than hangs); the error and the seconds taken."""
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
     def serve() -> None:
         connection, _ = listener.accept()
-        with connection:
+        with connection, contextlib.suppress(OSError):
             connection.recv(65536)
-            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 500:
+            connection.sendall(opening)
+            for _ in range(150):
                 if stop.wait(0.2):
                     return
-                with contextlib.suppress(OSError):
-                    connection.sendall(bytes([byte]))
+                connection.sendall(byte)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}/token"
+    url = f"{scheme}://127.0.0.1:{listener.getsockname()[1]}/token"
     started = time.monotonic()
-
     try:
         with pytest.raises(TokenError) as caught:
             fetch_token(TokenRequest(url, "app", SECRET), session, SETTINGS, now())
@@ -535,10 +537,17 @@ def test_headers_trickling_in_byte_by_byte_are_cut_off_at_the_total_timeout(
         stop.set()
         thread.join(5)
         listener.close()
+    return caught.value, time.monotonic() - started
 
-    assert caught.value.reason == reasons.TIMEOUT
-    assert "cut the exchange off" in caught.value.message
-    assert time.monotonic() - started < 25
+
+def test_headers_trickling_in_byte_by_byte_are_cut_off_at_the_total_timeout(
+    session: requests.Session,
+) -> None:
+    e, took = _trickled("http", b"HTTP/1.1 200 OK\r\nX-Slow: ", b"a", session)
+
+    assert e.reason == reasons.TIMEOUT
+    assert "cut the exchange off" in e.message
+    assert took < 25
 
 
 def test_the_session_keeps_no_cookies(
@@ -600,36 +609,13 @@ def test_a_redirect_to_a_hostile_location_is_reported_not_a_crash(
 def test_a_tls_handshake_trickling_in_ends_at_the_connect_timeout(
     session: requests.Session,
 ) -> None:
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        connection, _ = listener.accept()
-        with connection:
-            connection.recv(65536)  # the ClientHello
-            # A handshake record announcing 16 KiB, then one byte at a time.
-            with contextlib.suppress(OSError):
-                connection.sendall(b"\x16\x03\x03\x40\x00")
-                while not stop.wait(0.3):
-                    connection.sendall(b"\x00")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    url = f"https://127.0.0.1:{listener.getsockname()[1]}/token"
-    started = time.monotonic()
-
-    try:
-        with pytest.raises(TokenError) as caught:
-            fetch_token(TokenRequest(url, "app", SECRET), session, SETTINGS, now())
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
+    # A handshake record announcing 16 KiB, then one byte at a time.
+    e, took = _trickled("https", b"\x16\x03\x03\x40\x00", b"\x00", session)
 
     # CPython bounds a whole handshake by the socket timeout, not each read.
-    assert caught.value.reason == reasons.TIMEOUT
-    assert "(connect)" in caught.value.message
-    assert time.monotonic() - started < 25
+    assert e.reason == reasons.TIMEOUT
+    assert "(connect)" in e.message
+    assert took < 25
 
 
 def test_a_redirect_without_a_location_names_no_target(
